@@ -76,7 +76,6 @@ class Fault:
         return self.route is None or self.route == route
 
     def _fires(self, rng: random.Random) -> bool:
-        self.seen += 1
         if self.times is not None and self.fired >= self.times:
             return False
         if self.nth is not None:
@@ -115,12 +114,20 @@ class FaultPlan:
             self._rules.clear()
 
     def pick(self, route: str) -> Fault | None:
-        """The fault for the next request on ``route``, if any rule fires."""
+        """The fault for the next request on ``route``, if any rule fires.
+
+        Every matching rule counts the request, so ``nth``/``every`` mean the same
+        whatever other rules exist; the first rule that fires wins.
+        """
+        chosen: Fault | None = None
         with self._lock:
             for rule in self._rules:
-                if rule._matches(route) and rule._fires(self._rng):
-                    return rule
-        return None
+                if not rule._matches(route):
+                    continue
+                rule.seen += 1
+                if chosen is None and rule._fires(self._rng):
+                    chosen = rule
+        return chosen
 
     def __len__(self) -> int:
         return len(self._rules)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextvars
 import hashlib
 import json
 import math
@@ -37,8 +38,8 @@ from ._state import (
     UPLOAD_TICKET_TTL,
     UPLOAD_URL_TTL,
     BucketLimit,
-    Charge,
     CharacterRecord,
+    Charge,
     FakeTeam,
     IdempotencyEntry,
     RecordedRequest,
@@ -56,7 +57,9 @@ REGENERATE_COST = 1.0
 MAX_NAME_LENGTH = 120
 MAX_ATTRIBUTE_LENGTH = 2000
 _VERSION_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-_UPLOAD_TYPES = {"jpeg": "image/jpeg", "jpg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
+_UPLOAD_TYPES = {
+    "jpeg": "image/jpeg", "jpg": "image/jpeg", "png": "image/png", "webp": "image/webp"
+}
 
 # route template -> bucket; the character buckets of api-spec.md §2.8.
 _BUCKETS: dict[str, str] = {
@@ -114,6 +117,10 @@ class _Ctx:
     raw_body: bytes
     fault: Fault | None
 
+
+# The middleware hands the parsed request to the handler through a context variable:
+# both run in the same task, and request-dict keys would need aiohttp's newest API.
+_CURRENT: contextvars.ContextVar[_Ctx] = contextvars.ContextVar("aurous_fake_ctx")
 
 _Handler = Callable[["FakeAurousServer", _Ctx], Awaitable[tuple[int, Any]]]
 
@@ -295,13 +302,15 @@ class FakeAurousServer:
         app.router.add_get("/v1/balance", self._wrap(_balance))
         app.router.add_put("/_uploads/{upload_id}", self._put_upload)
         app.router.add_get("/_storage/{character_id}/{pose}", self._get_ref)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, shutdown_timeout=0.5
+        )
         await self._runner.setup()
         sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((self.host, self.port))
         self.port = sock.getsockname()[1]
-        site = web.SockSite(self._runner, sock, shutdown_timeout=0.5)
+        site = web.SockSite(self._runner, sock)
         await site.start()
         host = f"[{self.host}]" if ":" in self.host else self.host
         self.base_url = f"http://{host}:{self.port}"
@@ -331,7 +340,7 @@ class FakeAurousServer:
 
     def _wrap(self, handler: _Handler) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         async def endpoint(request: web.Request) -> web.StreamResponse:
-            ctx: _Ctx = request["aurous_ctx"]
+            ctx = _CURRENT.get()
             if ctx.fault is not None and ctx.fault.kind is FaultKind.SLOW:
                 # Slow *processing*: the request is in flight (its idempotency key busy)
                 # for the whole delay, and takes effect after a client may have given up.
@@ -386,7 +395,7 @@ class FakeAurousServer:
             record.bucket = bucket
             self._take_token(team, bucket, headers)
             ctx = _Ctx(request, route, team, version, request_id, body, raw_body, fault)
-            request["aurous_ctx"] = ctx
+            _CURRENT.set(ctx)
             if request.method == "POST":
                 response = await self._idempotent(request, ctx, handler, headers, record)
             else:
@@ -475,11 +484,11 @@ class FakeAurousServer:
         entry = store.get(key)
         if entry is not None:
             if entry.route != request.path or entry.body_hash != body_hash:
-                raise _invalid("idempotency_key_in_use",
+                raise ApiError(409, "invalid_request", "idempotency_key_in_use",
                                "This Idempotency-Key was used with a different request.",
                                "Idempotency-Key")
             if entry.in_flight:
-                raise _invalid("idempotency_key_in_use",
+                raise ApiError(409, "invalid_request", "idempotency_key_in_use",
                                "A request with this Idempotency-Key is still in progress.",
                                "Idempotency-Key")
             record.replayed = True
@@ -505,8 +514,8 @@ class FakeAurousServer:
         headers.setdefault("Aurous-Version", DEFAULT_VERSION)
         if fault.kind is FaultKind.HTML_502:
             record.status = 502
-            return web.Response(status=502, text="<html><body><h1>502 Bad Gateway</h1></body></html>",
-                                content_type="text/html", headers=headers)
+            html = "<html><body><h1>502 Bad Gateway</h1></body></html>"
+            return web.Response(status=502, text=html, content_type="text/html", headers=headers)
         if fault.kind is FaultKind.JSON_503:
             record.status = 503
             err = ApiError(503, "server_error", "provider_unavailable",
@@ -530,7 +539,8 @@ class FakeAurousServer:
             # Raising CancelledError is aiohttp's way to end a handler with no answer.
             raise asyncio.CancelledError
         if kind in (FaultKind.HTML_502, FaultKind.JSON_503):
-            headers = {k: v for k, v in response.headers.items() if k.startswith(("Aurous", "X-", "Rate"))}
+            headers = {k: v for k, v in response.headers.items()
+                       if k.startswith(("Aurous", "X-", "Rate"))}
             return self._fault_response(fault, headers, record)
         if kind is FaultKind.SLOW:
             return response
@@ -538,7 +548,7 @@ class FakeAurousServer:
             return response
         if kind is FaultKind.BROKEN_JSON:
             record.status = 200
-            return web.Response(status=200, body=b'{"id": "char_', content_type="application/json",
+            return web.Response(status=200, body=b'{"id": "char_',
                                 headers={k: v for k, v in response.headers.items()
                                          if k.lower() != "content-length"})
         payload = json.loads(response.body)  # type: ignore[arg-type]
@@ -569,8 +579,9 @@ class FakeAurousServer:
         except ApiError:
             return web.Response(status=404)
         pose = request.match_info["pose"]
+        token = "token=" + request.query.get("token", "?")
         for ref in record.refs:
-            if ref["pose"] == pose and ref["url"].endswith("token=" + request.query.get("token", "?")):
+            if ref["pose"] == pose and ref["url"].endswith(token):
                 return web.Response(body=b"\x89PNG\r\n\x1a\nfake", content_type="image/png")
         return web.Response(status=403)
 
@@ -589,9 +600,9 @@ class FakeAurousServer:
         return record
 
     def _make_refs(self, character_id: str, poses: tuple[str, ...]) -> list[dict[str, str]]:
+        base = f"{self.base_url}/_storage/{character_id}"
         return [
-            {"pose": pose,
-             "url": f"{self.base_url}/_storage/{character_id}/{pose}?token={secrets.token_urlsafe(24)}"}
+            {"pose": pose, "url": f"{base}/{pose}?token={secrets.token_urlsafe(24)}"}
             for pose in poses
         ]
 

@@ -86,7 +86,7 @@ class TokenBucket:
         return False
 
     def remaining(self) -> int:
-        return int(math.floor(self.tokens + 1e-9))
+        return math.floor(self.tokens + 1e-9)
 
     def seconds_until_full(self) -> float:
         return (self.capacity - self.tokens) / self.rate

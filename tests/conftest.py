@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+
+from aurous_async.testing import FakeAurousServer, FakeClock
+
+
+class RawClient:
+    """Plain aiohttp calls against the fake, for testing the fake itself."""
+
+    def __init__(self, http: aiohttp.ClientSession, server: FakeAurousServer) -> None:
+        self.http = http
+        self.server = server
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        key: str | None = "default",
+        json: Any = None,
+        data: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        params: dict[str, str] | None = None,
+    ) -> tuple[int, Any, aiohttp.typedefs.LooseHeaders]:
+        sent = dict(headers or {})
+        if key == "default":
+            key = self.server.api_key
+        if key is not None:
+            sent["X-Api-Key"] = key
+        async with self.http.request(
+            method, self.server.base_url + path, json=json, data=data, headers=sent, params=params
+        ) as response:
+            text = await response.text()
+            try:
+                import json as jsonlib
+
+                body = jsonlib.loads(text) if text else None
+            except ValueError:
+                body = text
+            return response.status, body, response.headers
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+async def fake(clock: FakeClock) -> AsyncIterator[FakeAurousServer]:
+    async with FakeAurousServer(clock=clock, synthesis_seconds=30.0) as server:
+        yield server
+
+
+@pytest.fixture
+async def raw(fake: FakeAurousServer) -> AsyncIterator[RawClient]:
+    async with aiohttp.ClientSession() as http:
+        yield RawClient(http, fake)
+
+
+ATTRS = {"gender": "female", "age": 28, "hair_color": "black"}
