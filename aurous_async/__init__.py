@@ -1,0 +1,97 @@
+"""aurous-async: the asyncio SDK for the Aurous Labs image API.
+
+::
+
+    import aurous_async as aa
+
+    async with aa.AurousSession() as s:   # reads $AUROUS_API_KEY
+        async for update in s.characters.resynthesize_and_watch("char_…", auto_save=True):
+            print(update.status)
+"""
+
+from ._clock import Clock, FakeClock, ScaledClock, SystemClock
+from ._errors import (
+    APIConnectionError,
+    APIStatusError,
+    APITimeoutError,
+    AurousError,
+    AuthenticationError,
+    ConfigurationError,
+    ConflictError,
+    IdempotencyKeyInUseError,
+    InsufficientCreditsError,
+    InvalidRequestError,
+    MalformedResponseError,
+    NotFoundError,
+    PermissionDeniedError,
+    RateLimitError,
+    ServerError,
+    SynthesisFailedError,
+    WatchTimeoutError,
+)
+from ._models import (
+    Balance,
+    BatchResult,
+    Character,
+    CharacterAttributes,
+    CharacterStatus,
+    DeletedCharacter,
+    Pose,
+    Ref,
+    StatusUpdate,
+    UploadClassification,
+    UploadTicket,
+)
+from ._polling import PollPolicy
+from ._ratelimit import (
+    InMemoryRateLimiter,
+    RateLimit,
+    RateLimiter,
+    RateLimitFeedback,
+    RateLimits,
+)
+from ._session import AurousSession
+from ._version import __version__
+
+__all__ = [
+    "APIConnectionError",
+    "APIStatusError",
+    "APITimeoutError",
+    "AurousError",
+    "AurousSession",
+    "AuthenticationError",
+    "Balance",
+    "BatchResult",
+    "Character",
+    "CharacterAttributes",
+    "CharacterStatus",
+    "Clock",
+    "ConfigurationError",
+    "ConflictError",
+    "DeletedCharacter",
+    "FakeClock",
+    "IdempotencyKeyInUseError",
+    "InMemoryRateLimiter",
+    "InsufficientCreditsError",
+    "InvalidRequestError",
+    "MalformedResponseError",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "PollPolicy",
+    "Pose",
+    "RateLimit",
+    "RateLimitError",
+    "RateLimitFeedback",
+    "RateLimiter",
+    "RateLimits",
+    "Ref",
+    "ScaledClock",
+    "ServerError",
+    "StatusUpdate",
+    "SynthesisFailedError",
+    "SystemClock",
+    "UploadClassification",
+    "UploadTicket",
+    "WatchTimeoutError",
+    "__version__",
+]

@@ -198,3 +198,6 @@ async def _yield_to_ready_tasks() -> None:
     # without real time passing.
     for _ in range(20):
         await asyncio.sleep(0)
+
+#: The clock sessions use unless given another (one object, so they can share limiters).
+SYSTEM_CLOCK = SystemClock()

@@ -1,0 +1,221 @@
+"""Value classes: what the API returns, as frozen attrs classes.
+
+All are immutable and compare by value. Unknown fields from the server are ignored and
+unknown enum values are kept (``CharacterStatus("queued")`` works), so a newer server
+never crashes an older SDK.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from ._redact import redact_url
+
+if TYPE_CHECKING:
+    from ._errors import AurousError
+
+__all__ = [
+    "Balance",
+    "BatchResult",
+    "Character",
+    "CharacterAttributes",
+    "CharacterStatus",
+    "DeletedCharacter",
+    "Pose",
+    "Ref",
+    "StatusUpdate",
+    "UploadClassification",
+    "UploadTicket",
+]
+
+
+class _OpenStrEnum(str, enum.Enum):
+    """A string enum that keeps values it does not know instead of raising.
+
+    An unknown value becomes a pseudo-member (not listed when iterating the class) whose
+    ``is_known`` is false; it compares equal to its string like every member.
+    """
+
+    @classmethod
+    def _missing_(cls, value: object) -> Any:
+        if not isinstance(value, str):
+            return None
+        member = str.__new__(cls, value)
+        member._name_ = value.upper()
+        member._value_ = value
+        # Cached like Flag's pseudo-members, so one unknown value is one object.
+        return cls._value2member_map_.setdefault(value, member)
+
+    @property
+    def is_known(self) -> bool:
+        """Whether this value is one of the documented ones."""
+        return self._name_ in type(self).__members__
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+
+class CharacterStatus(_OpenStrEnum):
+    """Where a character is in its lifecycle (api-spec.md §4.2).
+
+    >>> CharacterStatus("ready") is CharacterStatus.READY
+    True
+    >>> CharacterStatus("queued").is_known
+    False
+    """
+
+    SYNTHESIZING = "synthesizing"
+    REVIEWING = "reviewing"
+    READY = "ready"
+    FAILED = "failed"
+    DELETED = "deleted"
+
+    @property
+    def is_terminal(self) -> bool:
+        """True for states no server-side work will move on from by itself
+        (``reviewing`` waits for a save, so it counts as terminal)."""
+        return self in _TERMINAL
+
+
+_TERMINAL = frozenset(
+    {CharacterStatus.REVIEWING, CharacterStatus.READY, CharacterStatus.FAILED,
+     CharacterStatus.DELETED}
+)
+
+
+class Pose(_OpenStrEnum):
+    """A reference image's pose: the five documented ones, or whatever a newer server
+    sends."""
+
+    PORTRAIT = "portrait"
+    FRONT = "front"
+    SIDE = "side"
+    BACK = "back"
+    OTHER = "other"
+
+
+@attrs.frozen
+class Ref:
+    """One reference image. ``url`` is a signed URL (valid ~24 h, no auth needed); its
+    ``token`` is redacted in ``repr``."""
+
+    pose: Pose
+    url: str = attrs.field(repr=lambda url: repr(redact_url(url)))
+
+
+@attrs.frozen(kw_only=True)
+class CharacterAttributes:
+    """The eight documented character attributes, all optional.
+
+    >>> CharacterAttributes(gender="female", age=28)
+    CharacterAttributes(gender='female', age=28, ethnicity=None, hair_color=None, hair_style=None, eye_color=None, body_type=None, additional_details=None)
+    """  # noqa: E501
+
+    gender: str | None = None
+    age: int | None = None
+    ethnicity: str | None = None
+    hair_color: str | None = None
+    hair_style: str | None = None
+    eye_color: str | None = None
+    body_type: str | None = None
+    additional_details: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class Character:
+    """A character as the API last reported it.
+
+    ``request_id`` is the ``Aurous-Request-Id`` of the response it came from (not part of
+    equality).
+    """
+
+    id: str
+    status: CharacterStatus
+    name: str = ""
+    refs: tuple[Ref, ...] = ()
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    attributes: CharacterAttributes | None = None
+    error_message: str | None = None
+    aurous_version: str | None = None
+    request_id: str | None = attrs.field(default=None, eq=False, repr=False)
+
+
+@attrs.frozen(kw_only=True)
+class DeletedCharacter:
+    """The answer to a delete."""
+
+    id: str
+    deleted: bool
+    request_id: str | None = attrs.field(default=None, eq=False, repr=False)
+
+
+@attrs.frozen(kw_only=True)
+class UploadTicket:
+    """A minted upload: ``PUT`` the image bytes to ``upload_url`` with
+    ``upload_headers`` within 15 minutes, then pass ``upload_id`` to ``create``."""
+
+    upload_id: str
+    upload_url: str = attrs.field(repr=lambda url: repr(redact_url(url)))
+    upload_headers: Mapping[str, str] = attrs.field(factory=dict)
+    expires_at: datetime | None = None
+    request_id: str | None = attrs.field(default=None, eq=False, repr=False)
+
+
+@attrs.frozen(kw_only=True)
+class UploadClassification:
+    """The detected pose of an uploaded image (informational, not a gate)."""
+
+    upload_id: str
+    pose: Pose
+    confidence: float
+    request_id: str | None = attrs.field(default=None, eq=False, repr=False)
+
+
+@attrs.frozen(kw_only=True)
+class Balance:
+    """The team's credit balance."""
+
+    credits: float
+    available_credits: float
+    held_credits: float = 0.0
+    currency: str = "credit"
+    billing_mode: str | None = None
+    request_id: str | None = attrs.field(default=None, eq=False, repr=False)
+
+
+@attrs.frozen(kw_only=True)
+class StatusUpdate:
+    """One step of a watched character.
+
+    ``previous_status`` is ``None`` on the first update; ``terminal`` is true on the last;
+    ``polls`` counts the GETs observed so far for this watch and ``elapsed`` the seconds
+    since it began.
+    """
+
+    character: Character
+    status: CharacterStatus
+    previous_status: CharacterStatus | None
+    terminal: bool
+    polls: int
+    elapsed: float
+
+
+@attrs.frozen(kw_only=True)
+class BatchResult:
+    """The outcome of one character in ``resynthesize_many``: its final ``character``,
+    or the ``error`` that ended it (``character`` is then the last state seen, if any)."""
+
+    character_id: str
+    character: Character | None = None
+    error: AurousError | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when the character reached ``ready``/``reviewing`` without error."""
+        return self.error is None

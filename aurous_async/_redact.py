@@ -1,0 +1,34 @@
+"""Keeping secrets out of text: API keys and signed-URL tokens never reach a log line,
+a ``repr`` or an exception message."""
+
+from __future__ import annotations
+
+import re
+
+# Query parameters that carry a credential in Aurous URLs (signed refs, upload URLs).
+_SECRET_QUERY = re.compile(r"([?&](?:token|signature|sig|key|api_key)=)[^&#\s\"']*", re.IGNORECASE)
+_API_KEY = re.compile(r"\b(al_live_|al_test_|og_)[A-Za-z0-9_\-]{6,}")
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its credential query values replaced by ``…``.
+
+    >>> redact_url("https://x/front.bin?token=abc&w=2")
+    'https://x/front.bin?token=…&w=2'
+    """
+    return _SECRET_QUERY.sub(r"\1…", url)
+
+
+def redact(text: str, *secrets: str | None) -> str:
+    """``text`` with the given secrets, anything shaped like an API key, and signed-URL
+    tokens removed."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "<redacted>")
+    return _API_KEY.sub(lambda m: m.group(1) + "…", redact_url(text))
+
+
+def key_hint(api_key: str) -> str:
+    """A safe hint of which key is in use: its prefix and last four characters."""
+    prefix = next((p for p in ("al_live_", "al_test_", "og_") if api_key.startswith(p)), "")
+    return f"{prefix}…{api_key[-4:]}" if len(api_key) >= 12 else "…"
