@@ -116,7 +116,9 @@ class FakeClock:
     """A clock that stands still until the test moves it.
 
     ``sleep()`` and ``call_later()`` wait for :meth:`advance`, which fires everything
-    due in time order and lets the woken tasks run::
+    due in time order and lets the woken tasks run. With ``auto_advance=True`` a
+    ``sleep()`` instead moves time forward itself and returns at once — handy for
+    retry tests of one flow at a time::
 
         clock = FakeClock()
         task = asyncio.create_task(clock.sleep(5))
@@ -124,7 +126,16 @@ class FakeClock:
         assert task.done()
     """
 
-    def __init__(self, start: float = 1_000.0, *, wall_start: float = 1_800_000_000.0) -> None:
+    def __init__(
+        self,
+        start: float = 1_000.0,
+        *,
+        wall_start: float = 1_800_000_000.0,
+        auto_advance: bool = False,
+    ) -> None:
+        self.auto_advance = auto_advance
+        #: Every ``sleep()`` duration asked for, in order (for asserting backoff waits).
+        self.sleeps: list[float] = []
         self._now = float(start)
         self._wall_offset = float(wall_start) - float(start)
         self._timers: list[tuple[float, int, _FakeTimer]] = []
@@ -142,6 +153,10 @@ class FakeClock:
         return timer
 
     async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        if self.auto_advance:
+            await self.advance(max(0.0, seconds))
+            return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
         def wake() -> None:

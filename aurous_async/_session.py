@@ -99,6 +99,11 @@ class AurousSession:
             connector = aiohttp.TCPConnector(limit=self._connection_limit,
                                              limit_per_host=self._connection_limit)
             self._http = aiohttp.ClientSession(connector=connector, trust_env=False)
+            if hasattr(self._http, "_retry_connection"):
+                # aiohttp silently resends GET/DELETE once when a kept-alive connection
+                # drops. Our transport retries on its own terms (a token per attempt, no
+                # blind DELETE resend), so switch that off in sessions we own.
+                self._http._retry_connection = False
         return self._http
 
     async def balance(self) -> Balance:

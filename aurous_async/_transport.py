@@ -60,7 +60,9 @@ logger = logging.getLogger("aurous_async")
 #: A Retry-After longer than this is not slept through: the call raises RateLimitError.
 MAX_RETRY_AFTER = 120.0
 _BACKOFF_CAP = 30.0
-_IN_FLIGHT_START, _IN_FLIGHT_CAP = 0.5, 8.0
+# A retry that finds its own first attempt still running waits 0.5 s doubling to 8 s
+# (api-spec.md §5), for at most a minute in all: the server is then likely stuck.
+_IN_FLIGHT_START, _IN_FLIGHT_CAP, _IN_FLIGHT_BUDGET = 0.5, 8.0, 60.0
 _KEY_RE = re.compile(r"^[\x21-\x7e]{1,256}$")
 
 
@@ -168,7 +170,7 @@ class Transport:
             if isinstance(error, IdempotencyKeyInUseError) and attempt > 1:
                 # Our own first attempt holds the key and is still running on the server.
                 wait, in_flight_wait = in_flight_wait, min(in_flight_wait * 2, _IN_FLIGHT_CAP)
-                if clock.monotonic() - started + wait > config.timeout:
+                if clock.monotonic() - started + wait > _IN_FLIGHT_BUDGET:
                     raise error
             else:
                 failures += 1

@@ -63,3 +63,25 @@ async def raw(fake: FakeAurousServer) -> AsyncIterator[RawClient]:
 
 
 ATTRS = {"gender": "female", "age": 28, "hair_color": "black"}
+
+
+@pytest.fixture
+def auto_clock() -> FakeClock:
+    """A clock whose sleeps advance time at once: retries and backoff take no real time."""
+    return FakeClock(auto_advance=True)
+
+
+@pytest.fixture
+async def sfake(auto_clock: FakeClock) -> AsyncIterator[FakeAurousServer]:
+    """A fake server on the auto-advancing clock the SDK session shares."""
+    async with FakeAurousServer(clock=auto_clock, synthesis_seconds=30.0) as server:
+        yield server
+
+
+@pytest.fixture
+async def session(sfake: FakeAurousServer, auto_clock: FakeClock) -> AsyncIterator[Any]:
+    from aurous_async import AurousSession
+
+    async with AurousSession(sfake.api_key, base_url=sfake.base_url, clock=auto_clock,
+                             timeout=5.0) as s:
+        yield s

@@ -1,0 +1,226 @@
+"""Retries, idempotency keys and error mapping over real HTTP against the fake server."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+
+import aurous_async as aa
+from aurous_async.testing import BucketLimit, FakeAurousServer, FakeClock, Fault, FaultKind
+
+RESYNTH = "POST /v1/characters/{character_id}/resynthesize"
+GET_ONE = "GET /v1/characters/{character_id}"
+
+
+def attempts(fake: FakeAurousServer, route: str) -> int:
+    return len(fake.requests_to(route))
+
+
+async def test_post_gets_a_fresh_uuid4_key_per_call(session: aa.AurousSession, sfake: FakeAurousServer) -> None:
+    cid = sfake.add_character()
+    await session.characters.resynthesize(cid)
+    sfake.finish_synthesis(cid)
+    await session.characters.resynthesize(cid)
+    keys = [r.headers["Idempotency-Key"] for r in sfake.requests_to(RESYNTH)]
+    assert len(set(keys)) == 2
+    assert all(uuid.UUID(k).version == 4 for k in keys)
+    assert "Idempotency-Key" not in sfake.requests_to("GET /v1/balance") if sfake.requests_to("GET /v1/balance") else True
+
+
+async def test_callers_key_is_sent_and_replays(session: aa.AurousSession, sfake: FakeAurousServer) -> None:
+    cid = sfake.add_character()
+    first = await session.characters.resynthesize(cid, idempotency_key="order-42")
+    again = await session.characters.resynthesize(cid, idempotency_key="order-42")
+    assert first == again
+    assert [r.headers["Idempotency-Key"] for r in sfake.requests_to(RESYNTH)] == ["order-42"] * 2
+    assert sfake.requests_to(RESYNTH)[-1].replayed
+    assert len(sfake.charges_for(cid)) == 1
+
+
+async def test_dropped_response_is_retried_with_the_same_key_and_charged_once(
+    session: aa.AurousSession, sfake: FakeAurousServer
+) -> None:
+    cid = sfake.add_character()
+    sfake.faults.add(Fault(FaultKind.DROP, route=RESYNTH, nth=1))
+    character = await session.characters.resynthesize(cid)
+    assert character.status is aa.CharacterStatus.SYNTHESIZING
+    sent = sfake.requests_to(RESYNTH)
+    assert len(sent) == 2
+    assert sent[0].headers["Idempotency-Key"] == sent[1].headers["Idempotency-Key"]
+    assert sent[1].replayed
+    assert len(sfake.charges_for(cid)) == 1
+
+
+async def test_dropped_synthesize_create_charged_once(session: aa.AurousSession, sfake: FakeAurousServer) -> None:
+    sfake.faults.add(Fault(FaultKind.DROP, route="POST /v1/characters", nth=1))
+    hero = await session.characters.create(name="A", generate=True, attributes={"age": 3})
+    assert len(sfake.ledger) == 1 and sfake.ledger[0].character_id == hero.id
+
+
+@pytest.mark.parametrize("kind", [FaultKind.JSON_503, FaultKind.HTML_502, FaultKind.BROKEN_JSON, FaultKind.DROP])
+async def test_get_retried_on_transient_failures(session: aa.AurousSession, sfake: FakeAurousServer,
+                                                 kind: FaultKind) -> None:
+    cid = sfake.add_character()
+    sfake.faults.add(Fault(kind, route=GET_ONE, times=2))
+    character = await session.characters.get(cid)
+    assert character.id == cid
+    assert attempts(sfake, GET_ONE) == 3
+
+
+async def test_retry_waits_follow_full_jitter_exponential_backoff(
+    session: aa.AurousSession, sfake: FakeAurousServer, auto_clock: FakeClock
+) -> None:
+    sfake.faults.add(Fault(FaultKind.JSON_503, route="GET /v1/balance"))
+    with pytest.raises(aa.ServerError) as info:
+        await session.balance()
+    assert info.value.status == 503 and info.value.code == "provider_unavailable"
+    assert attempts(sfake, "GET /v1/balance") == 4  # max_retries=3 -> 4 attempts
+    assert len(auto_clock.sleeps) == 3
+    for wait, cap in zip(auto_clock.sleeps, (1, 2, 4), strict=True):
+        assert 0 <= wait <= cap
+
+
+@pytest.mark.parametrize("max_retries", [0, 1, 5])
+async def test_max_retries_means_n_plus_one_attempts(sfake: FakeAurousServer, auto_clock: FakeClock,
+                                                     max_retries: int) -> None:
+    sfake.faults.add(Fault(FaultKind.JSON_503, route="GET /v1/balance"))
+    async with aa.AurousSession(sfake.api_key, base_url=sfake.base_url, clock=auto_clock,
+                                max_retries=max_retries) as s:
+        with pytest.raises(aa.ServerError):
+            await s.balance()
+    assert attempts(sfake, "GET /v1/balance") == max_retries + 1
+
+
+async def test_4xx_never_retried(session: aa.AurousSession, sfake: FakeAurousServer) -> None:
+    with pytest.raises(aa.NotFoundError):
+        await session.characters.get("char_missing")
+    cid = sfake.add_character(status="synthesizing")
+    with pytest.raises(aa.InvalidRequestError):
+        await session.characters.resynthesize(cid)
+    assert len(sfake.requests) == 2
+
+
+async def test_delete_not_retried_after_an_answerless_failure(session: aa.AurousSession,
+                                                              sfake: FakeAurousServer) -> None:
+    cid = sfake.add_character()
+    sfake.faults.add(Fault(FaultKind.DROP, route="DELETE /v1/characters/{character_id}", nth=1))
+    with pytest.raises(aa.APIConnectionError):
+        await session.characters.delete(cid)
+    assert attempts(sfake, "DELETE /v1/characters/{character_id}") == 1
+
+
+async def test_429_waits_retry_after_in_full_then_succeeds(auto_clock: FakeClock) -> None:
+    async with FakeAurousServer(clock=auto_clock, buckets={"get": BucketLimit(6, 1)}) as fake, \
+            aa.AurousSession(fake.api_key, base_url=fake.base_url, clock=auto_clock,
+                             rate_limits=None) as s:
+        await s.balance()
+        balance = await s.balance()  # bucket empty: 429 Retry-After 10, then success
+        assert balance.credits == 1000
+        assert fake.rate_limited["get"] == 1
+        assert auto_clock.sleeps == [10.0]
+
+
+async def test_429_with_a_too_long_retry_after_raises(auto_clock: FakeClock) -> None:
+    async with FakeAurousServer(clock=auto_clock, buckets={"get": BucketLimit(0.1, 1)}) as fake, \
+            aa.AurousSession(fake.api_key, base_url=fake.base_url, clock=auto_clock,
+                             rate_limits=None) as s:
+        await s.balance()
+        with pytest.raises(aa.RateLimitError) as info:
+            await s.balance()
+    assert info.value.retry_after == 600.0
+    assert info.value.code == "too_many_requests" and info.value.type == "rate_limit"
+    assert auto_clock.sleeps == []
+
+
+async def test_timeout_is_retried_with_the_same_key() -> None:
+    # Real time here: the server's slow processing and our timeout race for real.
+    async with FakeAurousServer() as sfake, aa.AurousSession(
+        sfake.api_key, base_url=sfake.base_url, timeout=0.3
+    ) as s:
+        cid = sfake.add_character()
+        sfake.faults.add(Fault(FaultKind.SLOW, route=RESYNTH, nth=1, delay=0.6))
+        # The first attempt times out on our side but goes through on the server; the
+        # retry finds the key in flight (409), backs off, and then gets the replay.
+        character = await s.characters.resynthesize(cid)
+    assert character.status is aa.CharacterStatus.SYNTHESIZING
+    sent = sfake.requests_to(RESYNTH)
+    assert len({r.headers["Idempotency-Key"] for r in sent}) == 1
+    assert sent[-1].replayed
+    assert len(sfake.charges_for(cid)) == 1
+
+
+async def test_timeout_surfaces_as_api_timeout_error(sfake: FakeAurousServer, auto_clock: FakeClock) -> None:
+    sfake.faults.add(Fault(FaultKind.SLOW, route="GET /v1/balance", delay=0.5))
+    async with aa.AurousSession(sfake.api_key, base_url=sfake.base_url, clock=auto_clock,
+                                timeout=0.1, max_retries=1) as s:
+        with pytest.raises(aa.APITimeoutError) as info:
+            await s.balance()
+    assert isinstance(info.value, TimeoutError)
+    assert isinstance(info.value, aa.APIConnectionError)
+
+
+async def test_conflict_on_first_attempt_is_raised(session: aa.AurousSession, sfake: FakeAurousServer) -> None:
+    a, b = sfake.add_character(), sfake.add_character()
+    await session.characters.resynthesize(a, idempotency_key="shared")
+    with pytest.raises(aa.IdempotencyKeyInUseError) as info:
+        await session.characters.resynthesize(b, idempotency_key="shared")
+    assert info.value.status == 409 and isinstance(info.value, aa.ConflictError)
+    assert attempts(sfake, RESYNTH) == 2
+
+
+async def test_connection_refused_is_a_typed_error(auto_clock: FakeClock) -> None:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    async with aa.AurousSession("al_live_" + "0" * 64, base_url=f"http://127.0.0.1:{port}",
+                                clock=auto_clock, max_retries=2) as s:
+        with pytest.raises(aa.APIConnectionError, match="cannot connect"):
+            await s.balance()
+    assert len(auto_clock.sleeps) == 2
+
+
+async def test_redirects_are_not_followed(auto_clock: FakeClock) -> None:
+    from aiohttp import web
+
+    seen: list[dict] = []
+
+    async def redirect(request: web.Request) -> web.Response:
+        seen.append(dict(request.headers))
+        raise web.HTTPFound("https://evil.example/steal?token=abc")
+
+    app = web.Application()
+    app.router.add_get("/v1/balance", redirect)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        async with aa.AurousSession("al_live_" + "1" * 64, base_url=f"http://127.0.0.1:{port}",
+                                    clock=auto_clock) as s:
+            with pytest.raises(aa.APIStatusError) as info:
+                await s.balance()
+    finally:
+        await runner.cleanup()
+    assert info.value.status == 302 and info.value.code == "unexpected_redirect"
+    assert "token=abc" not in str(info.value)
+    assert len(seen) == 1
+
+
+async def test_replay_header_is_noticed_not_an_error(session: aa.AurousSession, sfake: FakeAurousServer,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    cid = sfake.add_character()
+    caplog.set_level("DEBUG", logger="aurous_async")
+    await session.characters.resynthesize(cid, idempotency_key="again")
+    await session.characters.resynthesize(cid, idempotency_key="again")
+    assert any("replayed" in r.getMessage() for r in caplog.records)
+
+
+async def test_concurrent_calls_share_one_connection_pool(session: aa.AurousSession, sfake: FakeAurousServer) -> None:
+    cid = sfake.add_character()
+    results = await asyncio.gather(*(session.characters.get(cid) for _ in range(50)))
+    assert {c.id for c in results} == {cid}
