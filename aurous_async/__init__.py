@@ -50,6 +50,7 @@ from ._ratelimit import (
     RateLimitFeedback,
     RateLimits,
 )
+from ._redis import RateLimiterUnavailableError, RedisRateLimiter
 from ._session import AurousSession
 from ._version import __version__
 
@@ -83,7 +84,9 @@ __all__ = [
     "RateLimitError",
     "RateLimitFeedback",
     "RateLimiter",
+    "RateLimiterUnavailableError",
     "RateLimits",
+    "RedisRateLimiter",
     "Ref",
     "ScaledClock",
     "ServerError",

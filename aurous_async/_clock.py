@@ -200,9 +200,9 @@ class FakeClock:
     async def run_until_idle(self, *, limit: float = 86_400.0) -> None:
         """Advance from timer to timer until none is left (or ``limit`` seconds passed)."""
         end = self._now + limit
-        while (due := self.next_deadline()) is not None and due <= end:
-            await self.advance(due - self._now)
         await _yield_to_ready_tasks()
+        while (due := self.next_deadline()) is not None and due <= end:
+            await self.advance(max(0.0, due - self._now))
 
     def __repr__(self) -> str:
         return f"FakeClock(now={self._now!r})"

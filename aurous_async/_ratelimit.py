@@ -110,6 +110,8 @@ class RateLimitFeedback:
     reset: float | None = None  # Unix time at which the bucket would be full again
     retry_after: float | None = None
     limited: bool = False  # the response was a 429
+    sent_at: float | None = None  # clock.monotonic() when the request went out
+    received_at: float | None = None  # ... and when its answer came back
 
 
 @runtime_checkable
@@ -129,7 +131,8 @@ class RateLimiter(Protocol):
 class _Bucket:
     """One FIFO token bucket (see the module docstring)."""
 
-    def __init__(self, limit: RateLimit, clock: Clock) -> None:
+    def __init__(self, limit: RateLimit, clock: Clock, *, phase_sync: bool) -> None:
+        self.phase_sync = phase_sync
         self.capacity = float(limit.burst)
         self.rate = limit.per_second
         self.clock = clock
@@ -140,6 +143,11 @@ class _Bucket:
         self.live_waiters = 0
         self.timer: TimerHandle | None = None
         self.timer_at = math.inf
+        # Phase: when the bucket last left "full", and whether an answer has since told
+        # us when the server's refill clock started. See _take and observe.
+        self.phase_start = -math.inf
+        self.phase_confirmed = True
+        self.lag = 0.0  # the longest recent round trip, in clock seconds
 
     def _refill(self, now: float) -> None:
         if now > self.updated:
@@ -147,15 +155,28 @@ class _Bucket:
             self.updated = now
 
     def _ready_at(self, now: float, tokens_needed: float) -> float:
-        """When ``tokens_needed`` more tokens than we hold will have accrued."""
+        """When we will hold ``tokens_needed`` tokens (and no 429 blocks us); while the
+        refill clock waits for an answer, estimated from the longest round trip seen."""
         missing = max(0.0, tokens_needed - self.tokens)
-        return max(now, self.blocked_until) + missing / self.rate
+        start = self.updated if self.phase_confirmed else self.phase_start + self.lag
+        return max(self.blocked_until, max(now, start) + missing / self.rate)
+
+    def _take(self, now: float) -> None:
+        if self.phase_sync and self.tokens >= self.capacity - _EPSILON:
+            # Leaving "full" starts the refill clock. The server's starts only when our
+            # first request *arrives*, later than now; counting from now would run ahead
+            # of the server by that latency and earn a 429 on the first refilled token.
+            # So refill waits for the first answer of this phase (see observe).
+            self.phase_start = now
+            self.phase_confirmed = False
+            self.updated = math.inf
+        self.tokens -= 1
 
     async def acquire(self, deadline: float | None) -> None:
         now = self.clock.monotonic()
         self._refill(now)
         if not self.live_waiters and now >= self.blocked_until and self.tokens >= 1 - _EPSILON:
-            self.tokens -= 1
+            self._take(now)
             return
         # Our turn comes once everyone queued before us, and we, have a token.
         eta = self._ready_at(now, self.live_waiters + 1)
@@ -179,9 +200,12 @@ class _Bucket:
             self._wake()
             raise
 
-    def _wake(self, *_: object) -> None:
-        self.timer = None
-        self.timer_at = math.inf
+    def _on_timer(self) -> None:
+        self.timer, self.timer_at = None, math.inf
+        self._wake()
+
+    def _wake(self) -> None:
+        """Hand out what tokens there are, in queue order, then re-arm the timer."""
         now = self.clock.monotonic()
         self._refill(now)
         while self.waiters and self.waiters[0].done():  # cancelled: skip
@@ -191,7 +215,7 @@ class _Bucket:
                 future = self.waiters.popleft()
                 if future.done():
                     continue
-                self.tokens -= 1
+                self._take(now)
                 self.live_waiters -= 1
                 future.set_result(None)
         self._arm(now)
@@ -204,16 +228,27 @@ class _Bucket:
                 self.timer, self.timer_at = None, math.inf
             return
         at = self._ready_at(now, 1.0)
+        if not self.phase_confirmed:
+            return  # observe() re-arms once an answer starts the refill clock
         if self.timer is not None and self.timer_at <= at:
             return
         if self.timer is not None:
             self.timer.cancel()
         self.timer_at = at
-        self.timer = self.clock.call_later(at - now, self._wake)
+        self.timer = self.clock.call_later(at - now, self._on_timer)
 
     def observe(self, feedback: RateLimitFeedback) -> None:
         now = self.clock.monotonic()
         self._refill(now)
+        sent, received = feedback.sent_at, feedback.received_at
+        if sent is not None and received is not None:
+            self.lag = max(self.lag * 0.98, received - sent)
+            if not self.phase_confirmed and sent >= self.phase_start:
+                # The first request of this phase reached the server no later than this
+                # attempt ended (answered or not): the server's refill clock is running
+                # by now, so ours may start.
+                self.phase_confirmed = True
+                self.updated = max(self.phase_start, received)
         if feedback.limited:
             self.tokens = min(self.tokens, 0.0)
             wait = feedback.retry_after if feedback.retry_after is not None else 1 / self.rate
@@ -245,9 +280,22 @@ class InMemoryRateLimiter:
 
         limiter = InMemoryRateLimiter(RateLimits(), clock=ScaledClock(60))
         async with AurousSession(key, rate_limits=limiter) as s: ...
+
+    ``phase_sync`` (on by default) keeps our refill clock behind the server's: when a
+    full bucket is first spent, refilling starts only once an answer (or a failed
+    attempt) shows the request reached the server. The session reports every attempt,
+    so this costs one round trip per burst. Switch it off to use the limiter on its own,
+    with nobody calling :meth:`observe`.
     """
 
-    def __init__(self, limits: RateLimits | None = None, *, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        limits: RateLimits | None = None,
+        *,
+        clock: Clock | None = None,
+        phase_sync: bool = True,
+    ) -> None:
+        self.phase_sync = phase_sync
         self.limits = limits if limits is not None else RateLimits()
         if not isinstance(self.limits, RateLimits):
             raise TypeError("limits must be a RateLimits")
@@ -257,7 +305,9 @@ class InMemoryRateLimiter:
     def _bucket(self, name: str) -> _Bucket:
         bucket = self._buckets.get(name)
         if bucket is None:
-            bucket = self._buckets[name] = _Bucket(self.limits.for_bucket(name), self.clock)
+            bucket = self._buckets[name] = _Bucket(
+                self.limits.for_bucket(name), self.clock, phase_sync=self.phase_sync
+            )
         return bucket
 
     async def acquire(self, bucket: str, *, deadline: float | None = None) -> None:

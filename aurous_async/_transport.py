@@ -237,6 +237,7 @@ class Transport:
             headers["Content-Type"] = "application/json"
         url = URL(config.base_url + call.path, encoded=True)
         sent_at = clock.monotonic()
+        status, resp_headers = 0, _NO_HEADERS
         try:
             async with self._http().request(
                 call.method, url, params=call.params, data=body, headers=headers,
@@ -258,12 +259,15 @@ class Transport:
                 f"connection failed: {type(exc).__name__}: {redact(str(exc), config.api_key)}",
                 method=call.method, path=call.path,
             ) from None
+        finally:
+            # Every attempt is reported, answered or not (even when cancelled): the
+            # limiter learns from it when the server's refill clock may have started.
+            self._feedback(call.bucket, status, resp_headers, sent_at)
         request_id = resp_headers.get("Aurous-Request-Id")
         logger.debug(
             "%s %s -> %d %s attempt=%d %.3fs", call.method, call.path, status, request_id or "-",
             attempt, clock.monotonic() - sent_at,
         )
-        self._feedback(call.bucket, status, resp_headers)
         if 200 <= status < 300:
             return self._success(status, resp_headers, raw, request_id, attempt)
         if 300 <= status < 400:
@@ -298,7 +302,9 @@ class Transport:
         return ApiResponse(status=status, data=data, headers=CIMultiDict(headers),
                            request_id=request_id, replayed=replayed, attempts=attempt)
 
-    def _feedback(self, bucket: str, status: int, headers: Mapping[str, str]) -> None:
+    def _feedback(
+        self, bucket: str, status: int, headers: Mapping[str, str], sent_at: float
+    ) -> None:
         limiter = self._limiter()
         if limiter is None:
             return
@@ -308,8 +314,13 @@ class Transport:
             reset=_header_number(headers, "Reset"),
             retry_after=parse_retry_after(headers.get("Retry-After"), now=self._clock.time()),
             limited=status == 429,
+            sent_at=sent_at,
+            received_at=self._clock.monotonic(),
         )
         limiter.observe(bucket, feedback)
+
+
+_NO_HEADERS: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict())
 
 
 def _header_number(headers: Mapping[str, str], name: str) -> float | None:

@@ -85,3 +85,50 @@ async def session(sfake: FakeAurousServer, auto_clock: FakeClock) -> AsyncIterat
     async with AurousSession(sfake.api_key, base_url=sfake.base_url, clock=auto_clock,
                              timeout=5.0) as s:
         yield s
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Any:
+    """A real redis-server on a free loopback port, for the whole test session.
+
+    Skipped when no redis-server is installed, unless AUROUS_REQUIRE_REDIS=1 (CI sets
+    it), where a missing server is a failure.
+    """
+    import os
+    import shutil
+    import socket
+    import subprocess
+    import tempfile
+    import time
+
+    binary = shutil.which("redis-server")
+    if binary is None:
+        if os.environ.get("AUROUS_REQUIRE_REDIS") == "1":
+            pytest.fail("redis-server is not installed (AUROUS_REQUIRE_REDIS=1)")
+        pytest.skip("redis-server is not installed")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    workdir = tempfile.mkdtemp(prefix="aurous-redis-")
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", workdir],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2) as conn:
+                conn.sendall(b"PING\r\n")
+                if conn.recv(16).startswith(b"+PONG"):
+                    break
+        except OSError:
+            pass
+        if time.monotonic() > deadline or proc.poll() is not None:
+            proc.kill()
+            pytest.fail("redis-server did not start")
+        time.sleep(0.05)
+    yield f"redis://127.0.0.1:{port}/0"
+    proc.terminate()
+    proc.wait(timeout=10)
+    shutil.rmtree(workdir, ignore_errors=True)

@@ -1,0 +1,323 @@
+"""The in-memory limiter on an injected clock: exact admissions, FIFO, cancellation,
+sharing, and correction by the server."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+import aurous_async as aa
+from aurous_async._ratelimit import shared_limiter
+from aurous_async.testing import BucketLimit, FakeAurousServer, FakeClock, ScaledClock
+
+SYNTH = "characters_synthesize"
+
+
+def limiter(clock: FakeClock, **limits: aa.RateLimit) -> aa.InMemoryRateLimiter:
+    # On its own: nobody reports answers, so the refill clock starts with the first take.
+    return aa.InMemoryRateLimiter(aa.RateLimits(**limits), clock=clock, phase_sync=False)
+
+
+async def admitted_times(lim: aa.InMemoryRateLimiter, clock: FakeClock, n: int,
+                         bucket: str = SYNTH) -> list[float]:
+    times: list[float] = []
+
+    async def one() -> None:
+        await lim.acquire(bucket)
+        times.append(clock.monotonic())
+
+    tasks = [asyncio.create_task(one()) for _ in range(n)]
+    await clock.run_until_idle()
+    await asyncio.gather(*tasks)
+    return times
+
+
+async def test_burst_then_steady_rate_exactly(clock: FakeClock) -> None:
+    lim = limiter(clock)
+    start = clock.monotonic()
+    times = [t - start for t in await admitted_times(lim, clock, 20)]
+    # 12 at once (the burst), then one every 10 s (6 a minute).
+    assert times[:12] == [0.0] * 12
+    assert times[12:] == pytest.approx([10.0 * k for k in range(1, 9)])
+
+
+async def test_no_window_admits_more_than_the_bucket_allows(clock: FakeClock) -> None:
+    lim = limiter(clock)
+    times = await admitted_times(lim, clock, 40)
+    for i, t in enumerate(times):
+        in_window = [u for u in times[i:] if u < t + 60]
+        assert len(in_window) <= 12 + 6  # burst + one minute of refill
+
+
+async def test_waiters_are_served_first_in_first_out(clock: FakeClock) -> None:
+    lim = limiter(clock, characters_synthesize=aa.RateLimit(1, 1.0, 1))
+    order: list[int] = []
+
+    async def one(i: int) -> None:
+        await lim.acquire(SYNTH)
+        order.append(i)
+
+    tasks = []
+    for i in range(10):
+        tasks.append(asyncio.create_task(one(i)))
+        await asyncio.sleep(0)  # enqueue in order
+    await clock.run_until_idle()
+    await asyncio.gather(*tasks)
+    assert order == list(range(10))
+
+
+async def test_newcomer_does_not_overtake_the_queue(clock: FakeClock) -> None:
+    lim = limiter(clock, characters_synthesize=aa.RateLimit(1, 1.0, 1))
+    await lim.acquire(SYNTH)  # empty now
+    first = asyncio.create_task(lim.acquire(SYNTH))
+    await asyncio.sleep(0)
+    await clock.advance(1.0)  # a token accrues and is handed to the queued waiter...
+    second = asyncio.create_task(lim.acquire(SYNTH))
+    await asyncio.sleep(0)
+    assert first.done() and not second.done()  # ...not to the newcomer
+    await clock.advance(1.0)
+    assert second.done()
+
+
+async def test_cancelled_waiter_takes_no_token_and_does_not_block(clock: FakeClock) -> None:
+    lim = limiter(clock, characters_synthesize=aa.RateLimit(1, 1.0, 1))
+    await lim.acquire(SYNTH)
+    doomed = asyncio.create_task(lim.acquire(SYNTH))
+    behind = asyncio.create_task(lim.acquire(SYNTH))
+    await asyncio.sleep(0)
+    assert lim.queued(SYNTH) == 2
+    doomed.cancel()
+    await asyncio.sleep(0)
+    assert lim.queued(SYNTH) == 1
+    await clock.advance(1.0)
+    assert behind.done() and doomed.cancelled()
+    assert lim.tokens(SYNTH) == pytest.approx(0.0)
+
+
+async def test_token_handed_to_a_cancelled_waiter_goes_back(clock: FakeClock) -> None:
+    lim = limiter(clock, characters_synthesize=aa.RateLimit(1, 1.0, 1))
+    await lim.acquire(SYNTH)
+    waiter = asyncio.create_task(lim.acquire(SYNTH))
+    await asyncio.sleep(0)
+    # Fire the timer (the token is handed over) and cancel in the same loop tick.
+    clock._now += 1.0
+    bucket = lim._buckets[SYNTH]
+    bucket._wake()
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    assert lim.tokens(SYNTH) == pytest.approx(1.0)
+    assert lim.queued(SYNTH) == 0
+
+
+async def test_cancelling_many_waiters_leaves_the_bucket_whole(clock: FakeClock) -> None:
+    lim = limiter(clock)
+    tasks = [asyncio.create_task(lim.acquire(SYNTH)) for _ in range(100)]
+    await asyncio.sleep(0)
+    for task in tasks[12:]:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    assert lim.queued(SYNTH) == 0
+    assert clock.pending_timers == 0
+    await clock.advance(120)
+    assert lim.tokens(SYNTH) == pytest.approx(12.0)
+
+
+async def test_one_timer_per_bucket_not_per_waiter(clock: FakeClock) -> None:
+    lim = limiter(clock)
+    tasks = [asyncio.create_task(lim.acquire(SYNTH)) for _ in range(500)]
+    await asyncio.sleep(0)
+    assert clock.pending_timers == 1
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def test_deadline_fails_at_once_when_the_wait_is_too_long(clock: FakeClock) -> None:
+    lim = limiter(clock)
+    for _ in range(12):
+        await lim.acquire(SYNTH)
+    with pytest.raises(aa.WatchTimeoutError):
+        await lim.acquire(SYNTH, deadline=clock.monotonic() + 5)  # next token in 10 s
+    assert lim.queued(SYNTH) == 0
+    task = asyncio.create_task(lim.acquire(SYNTH, deadline=clock.monotonic() + 15))
+    await clock.advance(10)
+    assert task.done() and task.exception() is None
+
+
+async def test_server_remaining_lowers_local_tokens(clock: FakeClock) -> None:
+    lim = limiter(clock)
+    lim.observe(SYNTH, aa.RateLimitFeedback(remaining=3))
+    assert lim.tokens(SYNTH) == pytest.approx(3.0)
+    lim.observe(SYNTH, aa.RateLimitFeedback(remaining=10))  # never raises ours
+    assert lim.tokens(SYNTH) == pytest.approx(3.0)
+    # Only Reset known: full in 60 s at 0.1/s means 6 tokens short.
+    lim2 = limiter(clock)
+    lim2.observe(SYNTH, aa.RateLimitFeedback(reset=clock.time() + 60))
+    assert lim2.tokens(SYNTH) == pytest.approx(6.0)
+
+
+async def test_429_empties_the_bucket_until_retry_after(clock: FakeClock) -> None:
+    lim = limiter(clock)
+    lim.observe(SYNTH, aa.RateLimitFeedback(limited=True, retry_after=30, remaining=0))
+    task = asyncio.create_task(lim.acquire(SYNTH))
+    await clock.advance(29.9)
+    assert not task.done()
+    await clock.advance(0.1)
+    assert task.done()
+
+
+async def test_sessions_with_one_key_and_url_share_a_limiter() -> None:
+    key = "al_live_" + "c" * 64
+    a = aa.AurousSession(key, base_url="http://127.0.0.1:1")
+    b = aa.AurousSession(key, base_url="http://127.0.0.1:1")
+    other_url = aa.AurousSession(key, base_url="http://127.0.0.1:2")
+    other_key = aa.AurousSession("al_live_" + "d" * 64, base_url="http://127.0.0.1:1")
+    assert a.rate_limiter is b.rate_limiter
+    assert a.rate_limiter is not other_url.rate_limiter
+    assert a.rate_limiter is not other_key.rate_limiter
+    assert aa.AurousSession(key, base_url="http://127.0.0.1:1", rate_limits=None).rate_limiter is None
+    custom = aa.InMemoryRateLimiter()
+    assert aa.AurousSession(key, base_url="http://127.0.0.1:1", rate_limits=custom).rate_limiter is custom
+    for s in (a, b, other_url, other_key):
+        await s.aclose()
+
+
+def test_limits_are_validated() -> None:
+    with pytest.raises(ValueError, match="rate"):
+        aa.RateLimit(0, 60, 1)
+    with pytest.raises(ValueError, match="burst"):
+        aa.RateLimit(1, 60, 0)
+    with pytest.raises(TypeError):
+        aa.RateLimit(1, 60, 1.5)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        aa.RateLimits(characters_get=(1, 2, 3))  # type: ignore[arg-type]
+    assert aa.RateLimits().characters_synthesize == aa.RateLimit(6, 60.0, 12)
+    assert aa.RateLimits().characters_post == aa.RateLimit(30, 60.0, 60)
+    assert aa.RateLimits().characters_get == aa.RateLimit(120, 60.0, 240)
+
+
+# -- against the fake server ----------------------------------------------------------------
+
+
+class CountingLimiter(aa.InMemoryRateLimiter):
+    """The real limiter, counting the tokens it hands out."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__(clock=clock)
+        self.acquired: list[str] = []
+
+    async def acquire(self, bucket: str, *, deadline: float | None = None) -> None:
+        await super().acquire(bucket, deadline=deadline)
+        self.acquired.append(bucket)
+
+
+async def test_every_attempt_takes_a_token_retries_included(sfake: FakeAurousServer, auto_clock: FakeClock) -> None:
+    from aurous_async.testing import Fault, FaultKind
+
+    lim = CountingLimiter(auto_clock)
+    sfake.faults.add(Fault(FaultKind.JSON_503, route="GET /v1/balance", times=2))
+    cid = sfake.add_character()
+    sfake.faults.add(Fault(FaultKind.DROP, route="POST /v1/characters/{character_id}/resynthesize", nth=1))
+    async with aa.AurousSession(sfake.api_key, base_url=sfake.base_url, clock=auto_clock,
+                                rate_limits=lim) as s:
+        await s.balance()
+        await s.characters.resynthesize(cid)
+    assert lim.acquired == ["get"] * 3 + ["characters_synthesize"] * 2
+
+
+async def test_server_spending_elsewhere_is_noticed(sfake: FakeAurousServer, auto_clock: FakeClock) -> None:
+    lim = aa.InMemoryRateLimiter(clock=auto_clock)
+    cid = sfake.add_character()
+    # Someone else (another process) spends 200 GET tokens of the team.
+    other = aa.AurousSession(sfake.api_key, base_url=sfake.base_url, clock=auto_clock, rate_limits=None)
+    async with other:
+        await asyncio.gather(*(other.characters.get(cid) for _ in range(200)))
+    async with aa.AurousSession(sfake.api_key, base_url=sfake.base_url, clock=auto_clock,
+                                rate_limits=lim) as s:
+        await s.characters.get(cid)
+    assert lim.tokens("characters_get") <= 40
+
+
+async def test_429_from_the_server_empties_and_the_retry_goes_after_the_wait(auto_clock: FakeClock) -> None:
+    async with FakeAurousServer(clock=auto_clock) as fake:
+        lim = aa.InMemoryRateLimiter(clock=auto_clock)
+        cid = fake.add_character()
+        # The team's GET bucket is spent by somebody else; our limiter does not know.
+        fake.team_of(fake.api_key).buckets.clear()
+        from aurous_async.testing._state import TokenBucket
+
+        bucket = TokenBucket(BucketLimit(120, 240), auto_clock.monotonic())
+        bucket.tokens = 0
+        fake.default_team.buckets["characters_get"] = bucket
+        async with aa.AurousSession(fake.api_key, base_url=fake.base_url, clock=auto_clock,
+                                    rate_limits=lim) as s:
+            character = await s.characters.get(cid)
+        assert character.id == cid
+        assert fake.rate_limited["characters_get"] == 1
+        assert auto_clock.sleeps == [1.0]  # the server's Retry-After, waited in full
+
+
+async def test_sixty_concurrent_resynthesizes_no_429_and_on_schedule() -> None:
+    # 600x time: the documented 6/min, burst 12 bucket; 60 calls need 48 refills = 480 s
+    # of API time = 0.8 s of real time.
+    clock = ScaledClock(600)
+    async with FakeAurousServer(clock=clock, synthesis_seconds=1) as fake:
+        ids = [fake.add_character() for _ in range(60)]
+        async with aa.AurousSession(fake.api_key, base_url=fake.base_url, clock=clock) as s:
+            started = clock.monotonic()
+            real_start = time.monotonic()
+            await asyncio.gather(*(s.characters.resynthesize(cid) for cid in ids))
+            elapsed = clock.monotonic() - started
+            real = time.monotonic() - real_start
+    assert fake.rate_limited == {}
+    bound = (60 - 12) / (6 / 60)
+    assert bound * 0.98 <= elapsed <= bound * 1.10, (elapsed, bound, real)
+    assert len(fake.ledger) == 60
+
+
+async def test_shared_limiter_is_per_event_loop() -> None:
+    clock = FakeClock()
+    limits = aa.RateLimits()
+    first = shared_limiter("k", "u", limits, clock)
+    assert shared_limiter("k", "u", limits, clock) is first
+    assert shared_limiter("k", "u", aa.RateLimits(get=aa.RateLimit(1, 1, 1)), clock) is not first
+
+
+async def test_phase_sync_refill_waits_for_the_first_answer(clock: FakeClock) -> None:
+    lim = aa.InMemoryRateLimiter(aa.RateLimits(characters_synthesize=aa.RateLimit(1, 1.0, 1)),
+                                 clock=clock)
+    sent = clock.monotonic()
+    await lim.acquire(SYNTH)  # spends the full bucket: a new phase
+    waiter = asyncio.create_task(lim.acquire(SYNTH))
+    await clock.advance(5)
+    assert not waiter.done()  # no answer yet: the server may not have started refilling
+    lim.observe(SYNTH, aa.RateLimitFeedback(sent_at=sent, received_at=clock.monotonic()))
+    await clock.advance(0.99)
+    assert not waiter.done()
+    await clock.advance(0.01)
+    assert waiter.done()
+
+
+async def test_cancelled_attempt_is_still_reported_to_the_limiter(sfake: FakeAurousServer,
+                                                                  auto_clock: FakeClock) -> None:
+    from aurous_async.testing import Fault, FaultKind
+
+    reports: list[aa.RateLimitFeedback] = []
+
+    class Recording(aa.InMemoryRateLimiter):
+        def observe(self, bucket: str, feedback: aa.RateLimitFeedback) -> None:
+            reports.append(feedback)
+            super().observe(bucket, feedback)
+
+    sfake.faults.add(Fault(FaultKind.SLOW, route="GET /v1/balance", delay=5))
+    async with aa.AurousSession(sfake.api_key, base_url=sfake.base_url, clock=auto_clock,
+                                rate_limits=Recording(clock=auto_clock)) as s:
+        task = asyncio.create_task(s.balance())
+        await asyncio.sleep(0.1)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert len(reports) == 1 and reports[0].sent_at is not None and reports[0].remaining is None
