@@ -26,9 +26,11 @@ from ._errors import (
     PermissionDeniedError,
     RateLimitError,
     ServerError,
+    SessionClosedError,
     SynthesisFailedError,
     WatchTimeoutError,
 )
+from ._fanout import BatchProgress
 from ._models import (
     Balance,
     BatchResult,
@@ -62,6 +64,7 @@ __all__ = [
     "AurousSession",
     "AuthenticationError",
     "Balance",
+    "BatchProgress",
     "BatchResult",
     "Character",
     "CharacterAttributes",
@@ -90,6 +93,7 @@ __all__ = [
     "Ref",
     "ScaledClock",
     "ServerError",
+    "SessionClosedError",
     "StatusUpdate",
     "SynthesisFailedError",
     "SystemClock",

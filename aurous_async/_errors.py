@@ -17,6 +17,7 @@
     │   ├── RateLimitError            429, .retry_after
     │   ├── ServerError               5xx
     │   └── MalformedResponseError    any status whose body is not what the API documents
+    ├── SessionClosedError            (also a RuntimeError) the session was closed
     ├── SynthesisFailedError          a watched character ended `failed`; .character
     └── WatchTimeoutError             (also a TimeoutError) a flow's `timeout` passed
 
@@ -59,6 +60,7 @@ __all__ = [
     "PermissionDeniedError",
     "RateLimitError",
     "ServerError",
+    "SessionClosedError",
     "SynthesisFailedError",
     "WatchTimeoutError",
 ]
@@ -176,6 +178,10 @@ class ServerError(APIStatusError):
 
 class MalformedResponseError(APIStatusError):
     """The server's answer is not what the API documents (not JSON, wrong shape)."""
+
+
+class SessionClosedError(AurousError, RuntimeError):
+    """The session was closed: the call was not made, or its flow was ended."""
 
 
 class SynthesisFailedError(AurousError):

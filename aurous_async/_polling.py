@@ -1,13 +1,24 @@
-"""How often watchers poll: :class:`PollPolicy`."""
+"""Polling: how often (:class:`PollPolicy`), from where (:class:`PollScheduler`, one per
+session), and what watchers see (:func:`watch_character`)."""
 
 from __future__ import annotations
 
+import asyncio
+import collections
+import heapq
+import itertools
 import math
 import random
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import attrs
 
-__all__ = ["PollPolicy"]
+from ._clock import Clock
+from ._errors import AurousError, NotFoundError, SessionClosedError, WatchTimeoutError
+from ._models import Character, CharacterStatus, StatusUpdate
+from ._transport import deadline_scope
+
+__all__ = ["PollPolicy", "PollScheduler", "watch_character"]
 
 
 def _non_negative(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
@@ -57,3 +68,295 @@ class PollPolicy:
     def delays(self, count: int) -> list[float]:
         """The first ``count`` delays of an unchanging status (for planning and tests)."""
         return [self.delay(n) for n in range(count)]
+
+
+# -- the shared poll scheduler ----------------------------------------------------------
+
+
+class _Subscription:
+    """One watcher's view of one character: the states it has not read yet."""
+
+    __slots__ = ("character_id", "closed", "error", "event", "last_status", "pending", "polls")
+
+    def __init__(self, character_id: str) -> None:
+        self.character_id = character_id
+        self.pending: collections.deque[Character] = collections.deque()
+        self.event = asyncio.Event()
+        self.last_status: CharacterStatus | None = None
+        self.error: AurousError | None = None
+        self.polls = 0
+        self.closed = False
+
+    def _deliver(self, character: Character) -> None:
+        self.polls += 1
+        # Keep only changes: a slow reader holds one entry per status change at most.
+        if character.status != self.last_status:
+            self.last_status = character.status
+            self.pending.append(character)
+        self.event.set()
+
+    def _fail(self, error: AurousError) -> None:
+        self.error = error
+        self.event.set()
+
+
+class _Watched:
+    """The poll state of one character, shared by all its watchers."""
+
+    __slots__ = ("due", "known", "poll", "status", "subscribers", "unchanged")
+
+    def __init__(self, known: Character | None) -> None:
+        self.subscribers: set[_Subscription] = set()
+        self.poll: asyncio.Task[None] | None = None
+        self.known = known
+        self.status = known.status if known is not None else None
+        self.unchanged = 0
+        self.due = -math.inf
+
+
+class PollScheduler:
+    """Every watcher's GETs, from one place.
+
+    Each watched character has a due time from the :class:`PollPolicy`; one runner task
+    sleeps until the earliest (one timer, not one per watcher), then starts that poll.
+    Watchers of the same id share its poll. At most ``max_in_flight`` polls run at once
+    and each takes a ``characters_get`` token from the session's limiter, so the total
+    never exceeds the GET budget; polls start in due-time order, so when the budget is
+    tight every watcher waits its turn and none starves.
+    """
+
+    def __init__(
+        self,
+        fetch: Callable[[str], Awaitable[Character]],
+        policy: PollPolicy,
+        clock: Clock,
+        *,
+        max_in_flight: int = 16,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._fetch = fetch
+        self.policy = policy
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._watched: dict[str, _Watched] = {}
+        self._heap: list[tuple[float, int, str]] = []
+        self._seq = itertools.count()
+        self._slots = asyncio.Semaphore(max_in_flight) if max_in_flight else None
+        self._max_in_flight = max_in_flight
+        self._wakeup: asyncio.Event | None = None
+        self._runner: asyncio.Task[None] | None = None
+        self._polls: set[asyncio.Task[None]] = set()
+        self._closed = False
+        #: GETs issued by this scheduler (for progress displays and benchmarks).
+        self.polls_sent = 0
+
+    @property
+    def watched(self) -> int:
+        """How many characters are being watched."""
+        return len(self._watched)
+
+    def subscribe(self, character_id: str, known: Character | None = None) -> _Subscription:
+        """Start watching ``character_id``. With ``known`` (a state the caller just got)
+        the first poll waits one interval; without, it goes out at once."""
+        if self._closed:
+            raise RuntimeError("the session is closed")
+        sub = _Subscription(character_id)
+        watched = self._watched.get(character_id)
+        if watched is None:
+            watched = self._watched[character_id] = _Watched(known)
+            self._schedule(character_id, watched, 0.0 if known is None else None)
+        elif known is not None and watched.known is None:
+            watched.known = known
+        sub.polls = 0
+        if watched.known is not None:
+            sub.last_status = watched.known.status
+            sub.pending.append(watched.known)
+            sub.event.set()
+        watched.subscribers.add(sub)
+        self._ensure_runner()
+        return sub
+
+    def unsubscribe(self, sub: _Subscription) -> None:
+        sub.closed = True
+        watched = self._watched.get(sub.character_id)
+        if watched is None:
+            return
+        watched.subscribers.discard(sub)
+        if not watched.subscribers:
+            # Its heap entry is skipped lazily when it comes up; a poll in flight for
+            # nobody is dropped.
+            del self._watched[sub.character_id]
+            if watched.poll is not None:
+                watched.poll.cancel()
+            if not self._watched and self._wakeup is not None:
+                self._wakeup.set()  # the runner exits when nobody is watched
+
+    def _schedule(self, character_id: str, watched: _Watched, delay: float | None) -> None:
+        if delay is None:
+            delay = self.policy.delay(watched.unchanged, self._rng)
+        watched.due = self._clock.monotonic() + delay
+        heapq.heappush(self._heap, (watched.due, next(self._seq), character_id))
+        if self._wakeup is not None:
+            self._wakeup.set()
+
+    def _ensure_runner(self) -> None:
+        if self._runner is None or self._runner.done():
+            self._wakeup = asyncio.Event()
+            self._runner = asyncio.get_running_loop().create_task(
+                self._run(), name="aurous-async poll scheduler"
+            )
+
+    async def _run(self) -> None:
+        assert self._wakeup is not None
+        wakeup = self._wakeup
+        while self._watched:
+            entry = self._next_due()
+            if entry is None:
+                wakeup.clear()
+                await wakeup.wait()
+                continue
+            due, character_id = entry
+            delay = due - self._clock.monotonic()
+            if delay > 0:
+                wakeup.clear()
+                timer = self._clock.call_later(delay, wakeup.set)
+                try:
+                    await wakeup.wait()
+                finally:
+                    timer.cancel()
+                continue  # something may have come due earlier meanwhile
+            heapq.heappop(self._heap)
+            if self._slots is not None:
+                await self._slots.acquire()
+            watched = self._watched.get(character_id)
+            if watched is None or watched.due != due:
+                if self._slots is not None:
+                    self._slots.release()
+                continue
+            watched.due = math.inf  # in flight: not due again until it returns
+            task = asyncio.get_running_loop().create_task(self._poll(character_id))
+            watched.poll = task
+            self._polls.add(task)
+            task.add_done_callback(self._polls.discard)
+
+    def _next_due(self) -> tuple[float, str] | None:
+        while self._heap:
+            due, _, character_id = self._heap[0]
+            watched = self._watched.get(character_id)
+            if watched is not None and watched.due == due:
+                return due, character_id
+            heapq.heappop(self._heap)  # stale: unwatched, or rescheduled since
+        return None
+
+    async def _poll(self, character_id: str) -> None:
+        try:
+            self.polls_sent += 1
+            try:
+                character = await self._fetch(character_id)
+            except AurousError as exc:
+                watched = self._watched.get(character_id)
+                if watched is not None:
+                    watched.poll = None
+                    for sub in list(watched.subscribers):
+                        sub._fail(exc)
+                return
+            watched = self._watched.get(character_id)
+            if watched is None:
+                return
+            watched.poll = None
+            if character.status == watched.status:
+                watched.unchanged += 1
+            else:
+                watched.unchanged = 0
+                watched.status = character.status
+            watched.known = character
+            for sub in list(watched.subscribers):
+                sub._deliver(character)
+            if character_id in self._watched:
+                self._schedule(character_id, watched, None)
+        finally:
+            if self._slots is not None:
+                self._slots.release()
+
+    async def aclose(self) -> None:
+        """Stop polling: cancel the runner and every poll in flight."""
+        self._closed = True
+        tasks = [t for t in (self._runner, *self._polls) if t is not None and not t.done()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for watched in self._watched.values():
+            for sub in watched.subscribers:
+                sub._fail(SessionClosedError("the session was closed"))
+        self._watched.clear()
+        self._heap.clear()
+
+
+async def _next_state(sub: _Subscription, clock: Clock, deadline: float | None) -> Character:
+    """The next state change for ``sub``; raises its error, or WatchTimeoutError."""
+    while not sub.pending:
+        if sub.error is not None:
+            raise sub.error
+        sub.event.clear()
+        if deadline is None:
+            await sub.event.wait()
+            continue
+        left = deadline - clock.monotonic()
+        if left <= 0:
+            raise WatchTimeoutError(f"watching {sub.character_id}: the timeout passed")
+        timer = clock.call_later(left, sub.event.set)
+        try:
+            await sub.event.wait()
+        finally:
+            timer.cancel()
+    return sub.pending.popleft()
+
+
+async def watch_character(
+    scheduler: PollScheduler,
+    save: Callable[[str], Awaitable[Character]],
+    character_id: str,
+    *,
+    clock: Clock,
+    auto_save: bool,
+    deadline: float | None,
+    known: Character | None = None,
+) -> AsyncIterator[StatusUpdate]:
+    """The StatusUpdates of one character: first state, each change, terminal last."""
+    started = clock.monotonic()
+    sub = scheduler.subscribe(character_id, known)
+    previous: CharacterStatus | None = None
+    last: Character | None = known
+    try:
+        while True:
+            try:
+                character = await _next_state(sub, clock, deadline)
+            except NotFoundError:
+                if last is None:
+                    raise
+                # Seen before, gone now: deleted (soft deletes answer 404 too).
+                character = attrs.evolve(last, status=CharacterStatus.DELETED)
+            except WatchTimeoutError as exc:
+                exc.character = last
+                raise
+            last = character
+            status = character.status
+            if status == CharacterStatus.REVIEWING and auto_save:
+                yield StatusUpdate(character=character, status=status, previous_status=previous,
+                                   terminal=False, polls=sub.polls,
+                                   elapsed=clock.monotonic() - started)
+                previous = status
+                with deadline_scope(deadline):
+                    character = await save(character_id)
+                last, status = character, character.status
+            terminal = status.is_terminal and not (
+                status == CharacterStatus.REVIEWING and auto_save
+            )
+            yield StatusUpdate(character=character, status=status, previous_status=previous,
+                               terminal=terminal, polls=sub.polls,
+                               elapsed=clock.monotonic() - started)
+            if terminal:
+                return
+            previous = status
+    finally:
+        scheduler.unsubscribe(sub)

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from types import TracebackType
 
 import aiohttp
 
 from ._clock import SYSTEM_CLOCK, Clock
 from ._config import build_config
+from ._errors import SessionClosedError
 from ._models import Balance
-from ._polling import PollPolicy
+from ._polling import PollPolicy, PollScheduler
 from ._ratelimit import RateLimiter, RateLimits, shared_limiter
 from ._redact import key_hint
 from ._transport import ApiCall, Transport
@@ -72,9 +74,13 @@ class AurousSession:
         self._owns_http = http_session is None
         self._connection_limit = connection_limit
         self._closed = False
+        # Running resynthesize_many batches: aclose() ends each through its callback.
+        self._batches: set[Callable[[], None]] = set()
         self._transport = Transport(self._config, clock=self.clock, limiter=self._get_limiter,
                                     http=self._http_session)
         self.characters = Characters(self)
+        self._scheduler = PollScheduler(self.characters.get, poll, self.clock,
+                                        max_in_flight=min(32, connection_limit))
 
     @property
     def base_url(self) -> str:
@@ -94,7 +100,7 @@ class AurousSession:
 
     def _http_session(self) -> aiohttp.ClientSession:
         if self._closed:
-            raise RuntimeError("this AurousSession is closed")
+            raise SessionClosedError("this AurousSession is closed")
         if self._http is None:
             connector = aiohttp.TCPConnector(limit=self._connection_limit,
                                              limit_per_host=self._connection_limit)
@@ -123,6 +129,9 @@ class AurousSession:
         if self._closed:
             return
         self._closed = True
+        for stop in list(self._batches):
+            stop()
+        await self._scheduler.aclose()
         if self._http is not None and self._owns_http:
             await self._http.close()
             # Let aiohttp finish closing transports so no "unclosed" warning follows.
@@ -130,7 +139,7 @@ class AurousSession:
 
     async def __aenter__(self) -> AurousSession:
         if self._closed:
-            raise RuntimeError("this AurousSession is closed")
+            raise SessionClosedError("this AurousSession is closed")
         return self
 
     async def __aexit__(

@@ -18,12 +18,14 @@ Retry rules (design §3):
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import json
 import logging
 import math
 import re
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 from urllib.parse import quote
 
@@ -45,6 +47,7 @@ from ._errors import (
     MalformedResponseError,
     RateLimitError,
     ServerError,
+    SessionClosedError,
     WatchTimeoutError,
     error_from_response,
     parse_retry_after,
@@ -52,7 +55,15 @@ from ._errors import (
 from ._ratelimit import RateLimiter, RateLimitFeedback
 from ._redact import redact
 
-__all__ = ["ApiCall", "ApiResponse", "Transport", "path_id", "validate_idempotency_key"]
+__all__ = [
+    "ApiCall",
+    "ApiResponse",
+    "Transport",
+    "deadline_scope",
+    "on_token",
+    "path_id",
+    "validate_idempotency_key",
+]
 
 T = TypeVar("T")
 logger = logging.getLogger("aurous_async")
@@ -76,7 +87,35 @@ class ApiCall:
     params: Mapping[str, str] | None = None
     json: Any = None
     idempotency_key: str | None = None
-    deadline: float | None = None
+
+
+# Flows (watch, wait, fan-out) bound everything they call by one deadline, and the fan-out
+# wants to know when a call has its rate-limit token. Both travel as context variables so
+# that resource methods keep their public signatures.
+_DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "aurous_deadline", default=None
+)
+_ON_TOKEN: contextvars.ContextVar[Callable[[], None] | None] = contextvars.ContextVar(
+    "aurous_on_token", default=None
+)
+
+
+@contextlib.contextmanager
+def deadline_scope(deadline: float | None) -> Iterator[None]:
+    """Bound every call made inside by ``deadline`` (a ``clock.monotonic()`` time)."""
+    outer = _DEADLINE.get()
+    if outer is not None and (deadline is None or outer < deadline):
+        deadline = outer
+    token = _DEADLINE.set(deadline)
+    try:
+        yield
+    finally:
+        _DEADLINE.reset(token)
+
+
+def on_token(callback: Callable[[], None] | None) -> None:
+    """Call ``callback`` (once) when the current task's next call has its token."""
+    _ON_TOKEN.set(callback)
 
 
 @attrs.frozen(kw_only=True)
@@ -151,6 +190,7 @@ class Transport:
         if call.method == "POST" and call.idempotency_key is None:
             call = attrs.evolve(call, idempotency_key=str(uuid.uuid4()))
         config, clock = self._config, self._clock
+        deadline = _DEADLINE.get()
         started = clock.monotonic()
         waits = backoff.expo(base=2, factor=1.0, max_value=_BACKOFF_CAP)
         waits.send(None)
@@ -161,9 +201,13 @@ class Transport:
             attempt += 1
             limiter = self._limiter()
             if limiter is not None:
-                await limiter.acquire(call.bucket, deadline=call.deadline)
+                await limiter.acquire(call.bucket, deadline=deadline)
+            notify = _ON_TOKEN.get()
+            if notify is not None:
+                _ON_TOKEN.set(None)
+                notify()
             try:
-                return await self._attempt(call, attempt)
+                return await self._attempt(call, attempt, deadline)
             except AurousError as exc:
                 error = exc
             wait: float | None
@@ -177,7 +221,7 @@ class Transport:
                 if failures > config.max_retries or not self._retryable(call, error):
                     raise error
                 wait = self._retry_wait(error, waits)
-            if call.deadline is not None and clock.monotonic() + wait > call.deadline:
+            if deadline is not None and clock.monotonic() + wait > deadline:
                 raise error
             logger.warning(
                 "%s %s: %s; retrying in %.2fs (attempt %d of %d)",
@@ -214,11 +258,11 @@ class Transport:
 
     # -- one attempt ---------------------------------------------------------------------
 
-    async def _attempt(self, call: ApiCall, attempt: int) -> ApiResponse:
+    async def _attempt(self, call: ApiCall, attempt: int, deadline: float | None) -> ApiResponse:
         config, clock = self._config, self._clock
         timeout = config.timeout
-        if call.deadline is not None:
-            left = call.deadline - clock.monotonic()
+        if deadline is not None:
+            left = deadline - clock.monotonic()
             if left <= 0:
                 raise WatchTimeoutError(f"{call.method} {call.path}: the deadline passed")
             timeout = min(timeout, left)
@@ -238,8 +282,9 @@ class Transport:
         url = URL(config.base_url + call.path, encoded=True)
         sent_at = clock.monotonic()
         status, resp_headers = 0, _NO_HEADERS
+        http = self._http()
         try:
-            async with self._http().request(
+            async with http.request(
                 call.method, url, params=call.params, data=body, headers=headers,
                 allow_redirects=False, timeout=aiohttp.ClientTimeout(total=timeout),
             ) as response:
@@ -254,6 +299,12 @@ class Transport:
                 f"cannot connect: {redact(str(exc), config.api_key)}",
                 method=call.method, path=call.path,
             ) from None
+        except RuntimeError as exc:
+            if not http.closed:
+                raise
+            # aiohttp's answer to a request on a session closed meanwhile.
+            raise SessionClosedError(f"{call.method} {call.path}: the session was closed") \
+                from exc
         except (aiohttp.ClientError, OSError) as exc:
             raise APIConnectionError(
                 f"connection failed: {type(exc).__name__}: {redact(str(exc), config.api_key)}",

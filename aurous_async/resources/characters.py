@@ -2,24 +2,30 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+import math
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import attrs
 
 from .._convert import converter, encode_attributes
-from .._errors import APIConnectionError, APIStatusError, APITimeoutError
+from .._errors import APIConnectionError, APIStatusError, APITimeoutError, SynthesisFailedError
+from .._fanout import BatchProgress, resynthesize_many
 from .._models import (
+    BatchResult,
     Character,
     CharacterAttributes,
+    CharacterStatus,
     DeletedCharacter,
     Pose,
+    StatusUpdate,
     UploadClassification,
     UploadTicket,
 )
+from .._polling import watch_character
 from .._redact import redact_url
-from .._transport import ApiCall, path_id, validate_idempotency_key
+from .._transport import ApiCall, deadline_scope, path_id, validate_idempotency_key
 
 if TYPE_CHECKING:
     from .._session import AurousSession
@@ -325,3 +331,158 @@ class Characters:
             idempotency_key=validate_idempotency_key(idempotency_key),
         ))
 
+
+    # -- flows ---------------------------------------------------------------------------
+
+    def _deadline(self, timeout: float | None) -> float | None:
+        if timeout is None:
+            return None
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+            raise TypeError(f"timeout must be a number of seconds, not {type(timeout).__name__}")
+        if not (timeout > 0 and math.isfinite(timeout)):
+            raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        return self._session.clock.monotonic() + timeout
+
+    def watch(
+        self,
+        character_id: str,
+        *,
+        auto_save: bool = False,
+        timeout: float | None = None,
+    ) -> AsyncIterator[StatusUpdate]:
+        """Follow a character: yields its current state, then one update per status
+        change, and stops after a terminal one (``ready``, ``failed``, ``deleted``, and
+        ``reviewing`` — unless ``auto_save``, which saves it and yields ``ready``).
+
+        Polls go through the session's shared scheduler (watchers of one id share one
+        GET) at the session's :class:`PollPolicy`. Past ``timeout`` seconds the
+        iterator raises :class:`WatchTimeoutError`.
+
+        ::
+
+            async for update in s.characters.watch(character_id, auto_save=True):
+                print(update.previous_status, "->", update.status)
+        """
+        path_id(character_id)
+        _check_bool(auto_save, "auto_save")
+        return watch_character(
+            self._session._scheduler, self.save, character_id, clock=self._session.clock,
+            auto_save=auto_save, deadline=self._deadline(timeout),
+        )
+
+    async def wait(
+        self,
+        character_id: str,
+        *,
+        auto_save: bool = False,
+        timeout: float | None = None,
+    ) -> Character:
+        """Watch a character to its end and return it; raises
+        :class:`SynthesisFailedError` if it ends ``failed``.
+
+        ::
+
+            hero = await s.characters.wait(character_id, auto_save=True, timeout=300)
+        """
+        last: Character | None = None
+        async for update in self.watch(character_id, auto_save=auto_save, timeout=timeout):
+            last = update.character
+        assert last is not None
+        if last.status == CharacterStatus.FAILED:
+            raise SynthesisFailedError(last)
+        return last
+
+    def resynthesize_and_watch(
+        self,
+        character_id: str,
+        *,
+        force_all: bool | None = None,
+        auto_save: bool = False,
+        timeout: float | None = None,
+        idempotency_key: str | None = None,
+    ) -> AsyncIterator[StatusUpdate]:
+        """:meth:`resynthesize`, then :meth:`watch` — the first update is the
+        ``synthesizing`` state the POST returned. ``timeout`` bounds both.
+
+        ::
+
+            async for update in s.characters.resynthesize_and_watch(cid, auto_save=True):
+                print(update.status)
+        """
+        path_id(character_id)
+        _check_bool(auto_save, "auto_save")
+        _optional_bool(force_all, "force_all")
+        validate_idempotency_key(idempotency_key)
+        return self._resynthesize_and_watch(
+            character_id, force_all, auto_save, self._deadline(timeout), idempotency_key
+        )
+
+    async def _resynthesize_and_watch(
+        self,
+        character_id: str,
+        force_all: bool | None,
+        auto_save: bool,
+        deadline: float | None,
+        idempotency_key: str | None,
+    ) -> AsyncIterator[StatusUpdate]:
+        with deadline_scope(deadline):
+            character = await self.resynthesize(
+                character_id, force_all=force_all, idempotency_key=idempotency_key
+            )
+        async for update in watch_character(
+            self._session._scheduler, self.save, character_id, clock=self._session.clock,
+            auto_save=auto_save, deadline=deadline, known=character,
+        ):
+            yield update
+
+    def resynthesize_many(
+        self,
+        ids: Iterable[str],
+        *,
+        force_all: bool | None = None,
+        auto_save: bool = False,
+        timeout: float | None = None,
+        concurrency: int | None = None,
+        progress: Callable[[BatchProgress], None] | None = None,
+    ) -> AsyncIterator[BatchResult]:
+        """Resynthesize many characters and yield a :class:`BatchResult` for each as it
+        completes.
+
+        Calls go out in the order given, paced by the ``characters_synthesize`` bucket;
+        ``concurrency`` caps POSTs in flight (default: the connection pool). The first
+        402 stops dispatching: every id not yet sent comes back with that
+        :class:`InsufficientCreditsError`. One character's failure never stops the
+        others. ``timeout`` bounds the whole batch. Leaving the loop early, or
+        cancelling it, cancels every pending call and poll. ``progress`` is called with
+        a :class:`BatchProgress` on every change.
+
+        ::
+
+            async for result in s.characters.resynthesize_many(ids, auto_save=True):
+                print(result.character_id, "ok" if result.ok else result.error)
+        """
+        if isinstance(ids, str) or not isinstance(ids, Iterable):
+            raise TypeError("ids must be an iterable of character ids")
+        id_list = list(ids)
+        for character_id in id_list:
+            path_id(character_id)
+        if len(set(id_list)) != len(id_list):
+            raise ValueError("ids must not repeat (each would be charged twice)")
+        _check_bool(auto_save, "auto_save")
+        _optional_bool(force_all, "force_all")
+        if concurrency is not None and (
+            isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1
+        ):
+            raise ValueError("concurrency must be an int >= 1 or None")
+        if progress is not None and not callable(progress):
+            raise TypeError("progress must be callable")
+        self._deadline(timeout)  # validates; the batch starts its own clock when iterated
+        return resynthesize_many(
+            self, id_list, force_all=force_all, auto_save=auto_save, timeout=timeout,
+            concurrency=concurrency, progress=progress,
+        )
+
+
+def _check_bool(value: object, name: str) -> None:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, not {type(value).__name__}")

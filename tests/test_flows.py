@@ -1,0 +1,326 @@
+"""watch, wait, resynthesize_and_watch and resynthesize_many against the fake server in
+scaled time (1 API second = 1 ms)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import pytest
+
+import aurous_async as aa
+from aurous_async.testing import FakeAurousServer, ScaledClock
+
+S = aa.CharacterStatus
+RESYNTH = "POST /v1/characters/{character_id}/resynthesize"
+GET_ONE = "GET /v1/characters/{character_id}"
+
+
+@pytest.fixture
+def fast() -> ScaledClock:
+    return ScaledClock(1000)
+
+
+@pytest.fixture
+async def ffake(fast: ScaledClock) -> AsyncIterator[FakeAurousServer]:
+    async with FakeAurousServer(clock=fast, synthesis_seconds=30) as server:
+        yield server
+
+
+@pytest.fixture
+async def fs(ffake: FakeAurousServer, fast: ScaledClock) -> AsyncIterator[aa.AurousSession]:
+    async with aa.AurousSession(ffake.api_key, base_url=ffake.base_url, clock=fast) as s:
+        yield s
+
+
+def sdk_tasks() -> list[asyncio.Task]:
+    """Tasks running SDK code (not the fake server's, not the test's)."""
+    found = []
+    for task in asyncio.all_tasks():
+        code = getattr(task.get_coro(), "cr_code", None)
+        filename = code.co_filename if code else ""
+        if "aurous_async" in filename and "testing" not in filename and not task.done():
+            found.append(task)
+    return found
+
+
+async def test_watch_first_state_then_changes_then_terminal(fs: aa.AurousSession, ffake: FakeAurousServer) -> None:
+    cid = ffake.add_character(status="synthesizing")
+    updates = [u async for u in fs.characters.watch(cid)]
+    assert [u.status for u in updates] == [S.SYNTHESIZING, S.REVIEWING]
+    assert [u.previous_status for u in updates] == [None, S.SYNTHESIZING]
+    assert [u.terminal for u in updates] == [False, True]
+    assert updates[0].polls == 1 and updates[-1].polls >= 2
+    assert updates[-1].elapsed >= 25
+    assert updates[-1].character.status is S.REVIEWING
+
+
+async def test_watch_auto_save_yields_ready(fs: aa.AurousSession, ffake: FakeAurousServer) -> None:
+    cid = ffake.add_character(status="synthesizing")
+    statuses = [(u.status, u.terminal) async for u in fs.characters.watch(cid, auto_save=True)]
+    assert statuses == [(S.SYNTHESIZING, False), (S.REVIEWING, False), (S.READY, True)]
+    assert ffake.character(cid)["status"] == "ready"
+
+
+async def test_watch_of_a_terminal_character_is_one_update(fs: aa.AurousSession, ffake: FakeAurousServer) -> None:
+    cid = ffake.add_character(status="ready")
+    updates = [u async for u in fs.characters.watch(cid)]
+    assert [(u.status, u.terminal, u.previous_status) for u in updates] == [(S.READY, True, None)]
+    assert len(ffake.requests_to(GET_ONE)) == 1
+
+
+async def test_resynthesize_and_watch(fs: aa.AurousSession, ffake: FakeAurousServer) -> None:
+    cid = ffake.add_character(status="ready")
+    updates = [u async for u in fs.characters.resynthesize_and_watch(cid, auto_save=True, force_all=True)]
+    assert [u.status for u in updates] == [S.SYNTHESIZING, S.REVIEWING, S.READY]
+    assert updates[0].polls == 0  # the POST's answer is the first state
+    assert len(ffake.charges_for(cid)) == 1
+
+
+async def test_wait_returns_final_or_raises_on_failure(fs: aa.AurousSession, ffake: FakeAurousServer) -> None:
+    cid = ffake.add_character(status="ready")
+    await fs.characters.resynthesize(cid)
+    final = await fs.characters.wait(cid, auto_save=True)
+    assert final.status is S.READY
+    ffake.fail_next_synthesis(cid, "the provider exploded")
+    await fs.characters.resynthesize(cid)
+    with pytest.raises(aa.SynthesisFailedError) as info:
+        await fs.characters.wait(cid)
+    assert info.value.character.status is S.FAILED
+    assert info.value.character.error_message == "the provider exploded"
+    assert "the provider exploded" in str(info.value)
+
+
+async def test_timeout_raises_watch_timeout(fs: aa.AurousSession, ffake: FakeAurousServer) -> None:
+    ffake.synthesis_seconds = 10_000
+    cid = ffake.add_character(status="synthesizing")
+    with pytest.raises(aa.WatchTimeoutError) as info:
+        await fs.characters.wait(cid, timeout=20)
+    assert isinstance(info.value, TimeoutError)
+    assert info.value.character is not None and info.value.character.status is S.SYNTHESIZING
+    seen = []
+
+    async def follow() -> None:
+        async for update in fs.characters.watch(cid, timeout=20):
+            seen.append(update.status)
+
+    with pytest.raises(aa.WatchTimeoutError):
+        await follow()
+    assert seen == [S.SYNTHESIZING]
+    assert fs._scheduler.watched == 0
+
+
+async def test_deleted_while_watched_ends_the_watch(fs: aa.AurousSession, ffake: FakeAurousServer) -> None:
+    ffake.synthesis_seconds = 10_000
+    cid = ffake.add_character(status="synthesizing")
+    updates = []
+    async for update in fs.characters.watch(cid):
+        updates.append(update)
+        if len(updates) == 1:
+            await fs.characters.delete(cid)
+    assert [(u.status, u.terminal) for u in updates] == [(S.SYNTHESIZING, False), (S.DELETED, True)]
+
+
+async def test_watching_an_unknown_id_raises_not_found(fs: aa.AurousSession) -> None:
+    with pytest.raises(aa.NotFoundError):
+        await fs.characters.wait("char_unknown")
+
+
+async def test_unknown_status_keeps_watching(fs: aa.AurousSession, ffake: FakeAurousServer) -> None:
+    from aurous_async.testing import Fault, FaultKind
+
+    cid = ffake.add_character(status="synthesizing")
+    ffake.faults.add(Fault(FaultKind.UNKNOWN_STATUS, route=GET_ONE, nth=1, status_value="queued"))
+    statuses = [u.status async for u in fs.characters.watch(cid)]
+    assert statuses[0] == "queued" and not statuses[0].is_known
+    assert statuses[-1] is S.REVIEWING
+
+
+async def test_two_watchers_of_one_id_share_gets(fs: aa.AurousSession, ffake: FakeAurousServer) -> None:
+    cid = ffake.add_character(status="synthesizing")
+
+    async def collect() -> list[aa.StatusUpdate]:
+        return [u async for u in fs.characters.watch(cid)]
+
+    a, b = await asyncio.gather(collect(), collect())
+    gets = len(ffake.requests_to(GET_ONE))
+    assert [u.status for u in a] == [u.status for u in b] == [S.SYNTHESIZING, S.REVIEWING]
+    assert gets == max(a[-1].polls, b[-1].polls)  # one GET served both watchers
+
+
+async def test_500_watchers_stay_within_the_get_budget(fast: ScaledClock) -> None:
+    async with FakeAurousServer(clock=fast, synthesis_seconds=60) as fake:
+        ids = [fake.add_character(status="synthesizing") for _ in range(500)]
+        async with aa.AurousSession(fake.api_key, base_url=fake.base_url, clock=fast) as s:
+            results = await asyncio.gather(*(s.characters.wait(cid) for cid in ids))
+    assert fake.rate_limited == {}
+    assert {c.status for c in results} == {S.REVIEWING}
+    gets = fake.requests_to(GET_ONE)
+    assert {r.path.rsplit("/", 1)[1] for r in gets} == set(ids)  # nobody starved
+
+
+async def test_policy_controls_the_schedule() -> None:
+    # 100x only: round trips of real time must stay small next to the 5 s interval.
+    clock = ScaledClock(100)
+    async with FakeAurousServer(clock=clock, synthesis_seconds=30) as fake:
+        cid = fake.add_character(status="synthesizing")
+        policy = aa.PollPolicy(interval=5.0, max_interval=5.0, multiplier=1.0, jitter=0.0)
+        async with aa.AurousSession(fake.api_key, base_url=fake.base_url, clock=clock, poll=policy) as s:
+            await s.characters.wait(cid)
+        # 30 s of synthesis seen every 5 s: the initial GET, then 6 more (one fewer if
+        # the round trips add up past the finish line).
+        assert len(fake.requests_to(GET_ONE)) in (6, 7)
+
+
+def test_poll_policy_validation_and_delays() -> None:
+    policy = aa.PollPolicy(interval=2, max_interval=10, multiplier=2, jitter=0)
+    assert policy.delays(5) == [2, 4, 8, 10, 10]
+    jittered = aa.PollPolicy(jitter=0.1)
+    assert all(1.8 <= jittered.delay(0) <= 2.2 for _ in range(100))
+    for bad in ({"interval": 0}, {"max_interval": 1.0}, {"multiplier": 0.5}, {"jitter": 1.0},
+                {"interval": -1}):
+        with pytest.raises(ValueError):  # noqa: PT011 - each names its own field
+            aa.PollPolicy(**bad)
+    with pytest.raises(TypeError):
+        aa.PollPolicy(interval="2")  # type: ignore[arg-type]
+
+
+# -- resynthesize_many ------------------------------------------------------------------------
+
+
+async def test_many_yields_each_as_completed_in_dispatch_order(fs: aa.AurousSession, ffake: FakeAurousServer) -> None:
+    ids = [ffake.add_character() for _ in range(20)]
+    snapshots: list[aa.BatchProgress] = []
+    results = [r async for r in fs.characters.resynthesize_many(ids, auto_save=True, progress=snapshots.append)]
+    assert sorted(r.character_id for r in results) == sorted(ids)
+    assert all(r.ok and r.character is not None and r.character.status is S.READY for r in results)
+    assert {r.path.split("/")[3] for r in ffake.requests_to(RESYNTH)} == set(ids)
+    assert ffake.rate_limited == {}
+    for p in snapshots:
+        assert p.queued + p.dispatched + p.synthesizing + p.done + p.failed == p.total == 20
+    assert (snapshots[-1].done, snapshots[-1].failed) == (20, 0)
+    assert snapshots[-1].gets >= 20
+
+
+async def test_many_dispatches_in_the_order_given(fs: aa.AurousSession, ffake: FakeAurousServer) -> None:
+    ids = [ffake.add_character() for _ in range(16)]
+    [r async for r in fs.characters.resynthesize_many(ids, concurrency=1)]
+    assert [r.path.split("/")[3] for r in ffake.requests_to(RESYNTH)] == ids
+
+
+async def test_many_stops_dispatching_at_the_first_402(fast: ScaledClock) -> None:
+    async with FakeAurousServer(clock=fast, synthesis_seconds=30, credits=20) as fake:
+        ids = [fake.add_character() for _ in range(10)]
+        async with aa.AurousSession(fake.api_key, base_url=fake.base_url, clock=fast) as s:
+            results = {r.character_id: r async for r in s.characters.resynthesize_many(ids, concurrency=1)}
+    assert len(results) == 10
+    ok = [cid for cid in ids if results[cid].ok]
+    assert ok == ids[:5]
+    failed = [results[cid].error for cid in ids[5:]]
+    assert all(isinstance(e, aa.InsufficientCreditsError) for e in failed)
+    assert len(fake.ledger) == 5
+    assert len(fake.requests_to(RESYNTH)) == 6  # the 402 was the last one sent
+
+
+async def test_one_failure_does_not_stop_the_others(fs: aa.AurousSession, ffake: FakeAurousServer) -> None:
+    ids = [ffake.add_character() for _ in range(6)]
+    ffake.fail_next_synthesis(ids[2], "bad luck")
+    results = {r.character_id: r async for r in fs.characters.resynthesize_many(ids)}
+    assert isinstance(results[ids[2]].error, aa.SynthesisFailedError)
+    assert results[ids[2]].character is not None and results[ids[2]].character.status is S.FAILED
+    assert all(results[c].ok for c in ids if c != ids[2])
+
+
+async def test_many_errors_per_character_are_reported(fs: aa.AurousSession, ffake: FakeAurousServer) -> None:
+    good = ffake.add_character()
+    busy = ffake.add_character(status="synthesizing")
+    results = {r.character_id: r async for r in fs.characters.resynthesize_many([good, "char_gone", busy])}
+    assert results[good].ok
+    assert isinstance(results["char_gone"].error, aa.NotFoundError)
+    assert isinstance(results[busy].error, aa.InvalidRequestError)
+
+
+async def test_many_batch_timeout(fs: aa.AurousSession, ffake: FakeAurousServer) -> None:
+    ffake.synthesis_seconds = 10_000
+    ids = [ffake.add_character() for _ in range(3)]
+    results = [r async for r in fs.characters.resynthesize_many(ids, timeout=50)]
+    assert all(isinstance(r.error, aa.WatchTimeoutError) for r in results)
+    assert all(r.character is not None for r in results)
+
+
+@pytest.mark.parametrize("closing", [False, True])
+async def test_breaking_out_early_cancels_everything(fs: aa.AurousSession, ffake: FakeAurousServer,
+                                                     closing: bool) -> None:
+    ids = [ffake.add_character() for _ in range(40)]  # 12 go at once, the rest wait for tokens
+    if closing:
+        async with contextlib.aclosing(fs.characters.resynthesize_many(ids)) as results:
+            async for _ in results:
+                break
+        await asyncio.sleep(0)  # the idle poll scheduler exits on its next turn
+    else:
+        # A plain `break` leaves the generator to the event loop's finalizer, which
+        # closes it on the next turns of the loop.
+        async for _ in fs.characters.resynthesize_many(ids):
+            break
+        for _ in range(20):
+            await asyncio.sleep(0)
+    assert sdk_tasks() == []
+    assert fs._scheduler.watched == 0
+    await asyncio.sleep(0.01)  # requests cut off mid-flight may still land
+    sent = len(ffake.requests_to(RESYNTH))
+    await asyncio.sleep(0.2)  # 200 API seconds: the bucket would have allowed 20 more
+    assert len(ffake.requests_to(RESYNTH)) == sent
+    limiter = fs.rate_limiter
+    assert isinstance(limiter, aa.InMemoryRateLimiter)
+    assert limiter.queued("characters_synthesize") == 0
+
+
+async def test_cancelling_the_consumer_cancels_everything(fs: aa.AurousSession, ffake: FakeAurousServer) -> None:
+    ids = [ffake.add_character() for _ in range(30)]
+
+    async def consume() -> None:
+        async for _ in fs.characters.resynthesize_many(ids, auto_save=True):
+            pass
+
+    task = asyncio.create_task(consume())
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert sdk_tasks() == []
+    assert fs._scheduler.watched == 0
+
+
+async def test_aclose_during_a_fan_out_ends_it_promptly(ffake: FakeAurousServer, fast: ScaledClock) -> None:
+    ids = [ffake.add_character() for _ in range(30)]
+    s = aa.AurousSession(ffake.api_key, base_url=ffake.base_url, clock=fast)
+    results: list[aa.BatchResult] = []
+
+    async def consume() -> None:
+        async for r in s.characters.resynthesize_many(ids):
+            results.append(r)
+
+    task = asyncio.create_task(consume())
+    await asyncio.sleep(0.05)
+    await asyncio.wait_for(s.aclose(), timeout=2)
+    await asyncio.wait_for(task, timeout=2)
+    assert len(results) == 30
+    assert all(r.ok or isinstance(r.error, aa.AurousError) for r in results)
+    assert sdk_tasks() == []
+
+
+@pytest.mark.parametrize(("ids", "kwargs", "error"), [
+    ("char_1", {}, TypeError),
+    (["a", "a"], {}, ValueError),
+    (["a/../b", ".."], {}, ValueError),
+    (["a"], {"concurrency": 0}, ValueError),
+    (["a"], {"timeout": -1}, ValueError),
+    (["a"], {"auto_save": "yes"}, TypeError),
+    (["a"], {"progress": 3}, TypeError),
+])
+async def test_many_validates_before_any_request(fs: aa.AurousSession, ffake: FakeAurousServer,
+                                                 ids: object, kwargs: dict, error: type[Exception]) -> None:
+    with pytest.raises(error):
+        fs.characters.resynthesize_many(ids, **kwargs)  # type: ignore[arg-type]
+    assert ffake.requests == []
