@@ -253,13 +253,23 @@ class _Bucket:
             self.tokens = min(self.tokens, 0.0)
             wait = feedback.retry_after if feedback.retry_after is not None else 1 / self.rate
             self.blocked_until = max(self.blocked_until, now + wait)
-        elif feedback.remaining is not None:
-            # The server's count is the truth about the team's bucket; if it is lower
-            # than ours, someone else (another process, a script) spent tokens.
-            self.tokens = min(self.tokens, float(feedback.remaining))
-        elif feedback.reset is not None:
-            until_full = max(0.0, feedback.reset - self.clock.time())
-            self.tokens = min(self.tokens, max(0.0, self.capacity - until_full * self.rate))
+        else:
+            # The server's count is the truth about the team's bucket, but a blurred one:
+            # Remaining is rounded down, and the bucket has refilled since the request
+            # arrived (up to a round trip ago). Only a count lower than that blur can
+            # explain means someone else (another process, a script) spent tokens.
+            trip = (received - sent) if sent is not None and received is not None else 0.0
+            blur = 1.0 + trip * self.rate
+            seen: float | None = None
+            if feedback.remaining is not None:
+                seen = float(feedback.remaining)
+            elif feedback.reset is not None:
+                # Reset is rounded up to a whole second.
+                until_full = max(0.0, feedback.reset - self.clock.time())
+                seen = max(0.0, self.capacity - until_full * self.rate)
+                blur += self.rate
+            if seen is not None and self.tokens > seen + blur:
+                self.tokens = seen
         if self.live_waiters:
             # The head's due time may have moved later; re-arm from scratch.
             if self.timer is not None:

@@ -110,7 +110,10 @@ if tonumber(ARGV[6]) == 1 then
   if ra < 0 then ra = 1 / rate end
   blocked = math.max(blocked, now + ra)
 elseif remaining >= 0 then
-  tokens = math.min(tokens, remaining)
+  -- Remaining is rounded down and a round trip old: only a count below that blur
+  -- shows spending by someone else.
+  local blur = 1 + math.max(0, age) * rate
+  if tokens > remaining + blur then tokens = remaining end
 end
 save()
 return 1

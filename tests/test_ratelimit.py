@@ -159,6 +159,16 @@ async def test_server_remaining_lowers_local_tokens(clock: FakeClock) -> None:
     assert lim2.tokens(SYNTH) == pytest.approx(6.0)
 
 
+async def test_rounding_and_round_trips_are_not_mistaken_for_spending(clock: FakeClock) -> None:
+    lim = limiter(clock)
+    for _ in range(11):
+        await lim.acquire(SYNTH)
+    # We hold 1 token; the server says 0 after rounding down 0.9 — no one else spent.
+    sent = clock.monotonic() - 2.0  # and the request left 2 s (0.2 tokens) ago
+    lim.observe(SYNTH, aa.RateLimitFeedback(remaining=0, sent_at=sent, received_at=clock.monotonic()))
+    assert lim.tokens(SYNTH) == pytest.approx(1.0)
+
+
 async def test_429_empties_the_bucket_until_retry_after(clock: FakeClock) -> None:
     lim = limiter(clock)
     lim.observe(SYNTH, aa.RateLimitFeedback(limited=True, retry_after=30, remaining=0))

@@ -137,7 +137,8 @@ class FakeAurousServer:
 
     ``clock`` (or ``time_scale``, shorthand for ``ScaledClock(time_scale)``) drives
     synthesis, buckets, timestamps and idempotency expiry. ``synthesis_seconds`` is how
-    long a synthesis takes in API time. ``buckets`` overrides bucket limits by name.
+    long a synthesis takes in API time, spread by ±``synthesis_jitter`` (a fraction).
+    ``buckets`` overrides bucket limits by name.
     ``insufficient_credits_code`` and ``rate_limit_header_prefix`` pick between the
     documented spellings (``"balance_too_low"``, ``"RateLimit-"``) so clients can be
     tested against both.
@@ -151,6 +152,7 @@ class FakeAurousServer:
         clock: Clock | None = None,
         time_scale: float | None = None,
         synthesis_seconds: float = 45.0,
+        synthesis_jitter: float = 0.0,
         buckets: Mapping[str, BucketLimit] | None = None,
         credits: float = 1000.0,
         api_key: str | None = None,
@@ -166,6 +168,9 @@ class FakeAurousServer:
             raise ValueError("after_resynthesis must be 'reviewing' or 'ready'")
         if synthesis_seconds < 0:
             raise ValueError("synthesis_seconds must be >= 0")
+        if not 0 <= synthesis_jitter < 1:
+            raise ValueError("synthesis_jitter must be a fraction in [0, 1)")
+        self.synthesis_jitter = synthesis_jitter
         self.host = host
         self.port = port
         self.clock: Clock = clock or (ScaledClock(time_scale) if time_scale else SystemClock())
@@ -476,8 +481,12 @@ class FakeAurousServer:
                            "Idempotency-Key")
         now = self.clock.monotonic()
         store = ctx.team.idempotency
-        for stale in [k for k, e in store.items() if now - e.created_at >= IDEMPOTENCY_TTL]:
-            del store[stale]
+        # Entries sit in insertion (= time) order: expired ones are all at the front.
+        while store:
+            oldest = next(iter(store))
+            if now - store[oldest].created_at < IDEMPOTENCY_TTL:
+                break
+            del store[oldest]
         body_hash = hashlib.sha256(
             json.dumps(ctx.body, sort_keys=True, separators=(",", ":")).encode()
         ).hexdigest()
@@ -611,7 +620,8 @@ class FakeAurousServer:
         record.status = "synthesizing"
         record.error_message = None
         record.updated_at = self.clock.time()
-        record.synthesis_done_at = self.clock.monotonic() + self.synthesis_seconds
+        spread = self._rng.uniform(-self.synthesis_jitter, self.synthesis_jitter)
+        record.synthesis_done_at = self.clock.monotonic() + self.synthesis_seconds * (1 + spread)
         record.synthesis_outcome = outcome
         record.synthesis_poses = poses
         failure = self._pending_failures.pop(record.id, None)
