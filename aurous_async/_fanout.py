@@ -37,6 +37,9 @@ class BatchProgress:
     ``queued`` are not sent yet, ``dispatched`` have their POST in flight,
     ``synthesizing`` are being watched, ``done`` ended well and ``failed`` with an error
     (undispatched ones after a 402 included). ``gets`` counts the session's polls.
+    ``character_id`` and ``state`` say what just changed (``None`` on the first call):
+    ``state`` is ``"dispatched"``, a status value such as ``"synthesizing"`` or
+    ``"reviewing"``, ``"done"`` or ``"failed"``.
     """
 
     total: int
@@ -46,6 +49,8 @@ class BatchProgress:
     done: int
     failed: int
     gets: int
+    character_id: str | None = None
+    state: str | None = None
 
 
 @attrs.define
@@ -64,12 +69,12 @@ class _Run:
     stop: asyncio.Future[AurousError] | None = None
     unfinished: set[str] = attrs.Factory(set)
 
-    def report(self) -> None:
+    def report(self, character_id: str | None = None, state: str | None = None) -> None:
         if self.progress is not None:
             self.progress(BatchProgress(
                 total=self.total, queued=self.queued, dispatched=self.dispatched,
                 synthesizing=self.synthesizing, done=self.done, failed=self.failed,
-                gets=self.gets(),
+                gets=self.gets(), character_id=character_id, state=state,
             ))
 
     def finish(self, result: BatchResult) -> None:
@@ -81,7 +86,7 @@ class _Run:
         else:
             self.failed += 1
         self.results.put_nowait(result)
-        self.report()
+        self.report(result.character_id, "done" if result.ok else "failed")
 
     def halt(self, error: AurousError) -> None:
         assert self.stop is not None
@@ -134,7 +139,6 @@ async def resynthesize_many(
             token_granted()
         run.dispatched -= 1
         run.synthesizing += 1
-        run.report()
         last: Character = character
         try:
             async for update in watch_character(
@@ -142,6 +146,7 @@ async def resynthesize_many(
                 auto_save=auto_save, deadline=deadline, known=character,
             ):
                 last = update.character
+                run.report(character_id, update.status.value)
         except AurousError as exc:
             run.synthesizing -= 1
             run.finish(BatchResult(character_id=character_id,
@@ -164,7 +169,7 @@ async def resynthesize_many(
                 break
             run.queued -= 1
             run.dispatched += 1
-            run.report()
+            run.report(character_id, "dispatched")
             has_token: asyncio.Future[None] = loop.create_future()
             task = loop.create_task(follow(character_id, has_token))
             items.add(task)

@@ -17,10 +17,10 @@ import time
 from typing import Any
 
 import aiohttp
+from _common import header, peak_rss_mib, table
 from aiolimiter import AsyncLimiter
 
 import aurous_async as aa
-from _common import header, peak_rss_mib, table
 from aurous_async.testing import FakeAurousServer, ScaledClock
 
 SYNTHESIS = 45.0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import contextvars
 import hashlib
 import json
@@ -18,7 +19,8 @@ import random
 import re
 import secrets
 import socket
-from collections.abc import Awaitable, Callable, Mapping
+import threading
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from types import TracebackType
 from typing import Any
 
@@ -325,6 +327,29 @@ class FakeAurousServer:
         if self._runner is not None:
             runner, self._runner = self._runner, None
             await runner.cleanup()
+
+    @contextlib.contextmanager
+    def run_in_thread(self, *, startup_timeout: float = 10.0) -> Iterator[FakeAurousServer]:
+        """Serve from a background thread with its own event loop, for synchronous test
+        code or any async framework::
+
+            with FakeAurousServer(time_scale=60).run_in_thread() as fake:
+                ...  # talk to fake.base_url from anywhere
+
+        Set-up helpers (``add_character``, ``faults.add``) may be called from the test's
+        thread between requests.
+        """
+        loop = asyncio.new_event_loop()
+        thread = threading.Thread(target=loop.run_forever, name="fake-aurous", daemon=True)
+        thread.start()
+        try:
+            asyncio.run_coroutine_threadsafe(self.start(), loop).result(startup_timeout)
+            yield self
+        finally:
+            asyncio.run_coroutine_threadsafe(self.stop(), loop).result(startup_timeout)
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(startup_timeout)
+            loop.close()
 
     async def __aenter__(self) -> FakeAurousServer:
         await self.start()
