@@ -7,6 +7,7 @@ silently stringified one), lenient about extra fields (ignored) and enum values 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any, TypeVar
 
@@ -23,7 +24,9 @@ class DecodeError(ValueError):
     """The JSON does not have the documented shape."""
 
 
-converter = cattrs.Converter(forbid_extra_keys=False)
+# detailed_validation=False: errors are summarized below anyway, and it halves the cost
+# of decoding a Character (measured 35 -> 18 µs), which every call and poll pays.
+converter = cattrs.Converter(forbid_extra_keys=False, detailed_validation=False)
 
 
 def _strict_str(value: Any, _: Any) -> str:
@@ -67,6 +70,20 @@ converter.register_structure_hook(datetime, _datetime)
 converter.register_structure_hook(CharacterStatus, lambda v, _: CharacterStatus(_strict_str(v, _)))
 converter.register_structure_hook(Pose, lambda v, _: Pose(_strict_str(v, _)))
 converter.register_unstructure_hook(datetime, lambda d: d.isoformat().replace("+00:00", "Z"))
+
+
+def _optional(hook: Callable[[Any, Any], T]) -> Callable[[Any, Any], T | None]:
+    # Direct hooks for the optional fields skip cattrs' generic union dispatch.
+    def structure(value: Any, cls: Any) -> T | None:
+        return None if value is None else hook(value, cls)
+
+    return structure
+
+
+converter.register_structure_hook(str | None, _optional(_strict_str))
+converter.register_structure_hook(int | None, _optional(_strict_int))
+converter.register_structure_hook(datetime | None, _optional(_datetime))
+
 
 
 def decode(data: Any, cls: type[T]) -> T:

@@ -75,6 +75,7 @@ _BACKOFF_CAP = 30.0
 # (api-spec.md §5), for at most a minute in all: the server is then likely stuck.
 _IN_FLIGHT_START, _IN_FLIGHT_CAP, _IN_FLIGHT_BUDGET = 0.5, 8.0, 60.0
 _KEY_RE = re.compile(r"^[\x21-\x7e]{1,256}$")
+_PLAIN_ID = re.compile(r"[A-Za-z0-9_\-]{1,256}")
 
 
 @attrs.frozen(kw_only=True)
@@ -131,16 +132,26 @@ class ApiResponse:
 
     def into(self, cls: type[T]) -> T:
         """The body as ``cls`` (with ``request_id`` filled in where the class has it)."""
+        data = self.data
+        if self.request_id and isinstance(data, dict) and _carries_request_id(cls):
+            data = {**data, "request_id": self.request_id}
         try:
-            value = decode(self.data, cls)
+            return decode(data, cls)
         except DecodeError as exc:
             raise MalformedResponseError(
                 str(exc), status=self.status, request_id=self.request_id,
                 headers=self.headers, body=None,
             ) from None
-        if self.request_id and attrs.has(cls) and "request_id" in attrs.fields_dict(cls):
-            value = attrs.evolve(value, request_id=self.request_id)  # type: ignore[misc]
-        return value
+
+
+_REQUEST_ID_FIELD: dict[type, bool] = {}
+
+
+def _carries_request_id(cls: type) -> bool:
+    known = _REQUEST_ID_FIELD.get(cls)
+    if known is None:
+        known = _REQUEST_ID_FIELD[cls] = attrs.has(cls) and "request_id" in attrs.fields_dict(cls)
+    return known
 
 
 def validate_idempotency_key(key: str | None) -> str | None:
@@ -159,6 +170,8 @@ def path_id(value: str, name: str = "character_id") -> str:
     ``/v1/characters/{id}`` instead of escaping it."""
     if not isinstance(value, str):
         raise TypeError(f"{name} must be a str, not {type(value).__name__}")
+    if _PLAIN_ID.fullmatch(value):
+        return value  # the common case (char_01HX…): nothing to check or quote
     if not value or len(value) > 256:
         raise ValueError(f"{name} must be 1-256 characters")
     if value in (".", "..") or not value.isprintable() or value != value.strip():
@@ -182,6 +195,13 @@ class Transport:
         self._clock = clock
         self._limiter = limiter
         self._http = http
+        self._headers = {
+            "X-Api-Key": config.api_key,
+            "User-Agent": config.user_agent,
+            "Accept": "application/json",
+        }
+        if config.aurous_version:
+            self._headers["Aurous-Version"] = config.aurous_version
 
     # -- the retry loop ------------------------------------------------------------------
 
@@ -266,13 +286,7 @@ class Transport:
             if left <= 0:
                 raise WatchTimeoutError(f"{call.method} {call.path}: the deadline passed")
             timeout = min(timeout, left)
-        headers = {
-            "X-Api-Key": config.api_key,
-            "User-Agent": config.user_agent,
-            "Accept": "application/json",
-        }
-        if config.aurous_version:
-            headers["Aurous-Version"] = config.aurous_version
+        headers = dict(self._headers)
         if call.idempotency_key is not None:
             headers["Idempotency-Key"] = call.idempotency_key
         body: bytes | None = None
@@ -350,7 +364,7 @@ class Transport:
         replayed = headers.get("Aurous-Idempotent-Replayed", "").lower() == "true"
         if replayed:
             logger.debug("answer replayed from the idempotency store (%s)", request_id)
-        return ApiResponse(status=status, data=data, headers=CIMultiDict(headers),
+        return ApiResponse(status=status, data=data, headers=headers,
                            request_id=request_id, replayed=replayed, attempts=attempt)
 
     def _feedback(
