@@ -20,9 +20,9 @@ from collections.abc import Awaitable, Callable
 
 import aiohttp
 import httpx
+from _common import header, table
 
 import aurous_async as aa
-from _common import header, table
 
 SERVER = """
 import asyncio, json, sys

@@ -18,8 +18,9 @@ import subprocess
 import sys
 import time
 
-import aurous_async as aa
 from _common import header, table
+
+import aurous_async as aa
 
 SERVER = """
 import asyncio, json, sys

@@ -14,9 +14,10 @@ import pstats
 import subprocess
 import sys
 
-import aurous_async as aa
 from _common import header
 from bench_requests import SERVER
+
+import aurous_async as aa
 
 
 async def run(url: str, key: str, cid: str) -> str:
