@@ -41,6 +41,8 @@ __all__ = [
 
 # Float refills land a hair under whole tokens; a token is a token within this slack.
 _EPSILON = 1e-9
+#: The longest a 429 can block a bucket, whatever its Retry-After says (seconds).
+MAX_BLOCK = 120.0
 
 
 def _positive(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
@@ -120,7 +122,9 @@ class RateLimiter(Protocol):
 
     ``acquire`` waits for one token of ``bucket``; it raises :class:`WatchTimeoutError`
     at once if the token cannot come before ``deadline`` (a ``clock.monotonic()`` time).
-    ``observe`` receives what each response said about the bucket.
+    ``observe`` receives what each response said about the bucket. A limiter may also
+    have ``release(bucket)``: the session calls it to give back a token whose request was
+    cancelled or refused before it went out.
     """
 
     async def acquire(self, bucket: str, *, deadline: float | None = None) -> None: ...
@@ -252,7 +256,8 @@ class _Bucket:
         if feedback.limited:
             self.tokens = min(self.tokens, 0.0)
             wait = feedback.retry_after if feedback.retry_after is not None else 1 / self.rate
-            self.blocked_until = max(self.blocked_until, now + wait)
+            # A hostile or broken Retry-After must not stall every caller for ever.
+            self.blocked_until = max(self.blocked_until, now + min(wait, MAX_BLOCK))
         else:
             # The server's count is the truth about the team's bucket, but a blurred one:
             # Remaining is rounded down, and the bucket has refilled since the request
@@ -276,6 +281,11 @@ class _Bucket:
                 self.timer.cancel()
                 self.timer, self.timer_at = None, math.inf
             self._arm(now)
+
+    def release(self) -> None:
+        self._refill(self.clock.monotonic())
+        self.tokens = min(self.capacity, self.tokens + 1)
+        self._wake()
 
     @property
     def queued(self) -> int:
@@ -327,6 +337,10 @@ class InMemoryRateLimiter:
     def observe(self, bucket: str, feedback: RateLimitFeedback) -> None:
         """Fold what the server said about ``bucket`` into our count."""
         self._bucket(bucket).observe(feedback)
+
+    def release(self, bucket: str) -> None:
+        """Give back a token whose request never went out (optional in the protocol)."""
+        self._bucket(bucket).release()
 
     def tokens(self, bucket: str) -> float:
         """Tokens available in ``bucket`` now (for dashboards and tests)."""

@@ -108,6 +108,7 @@ if tonumber(ARGV[6]) == 1 then
   tokens = math.min(tokens, 0)
   local ra = tonumber(ARGV[7])
   if ra < 0 then ra = 1 / rate end
+  ra = math.min(ra, 120)
   blocked = math.max(blocked, now + ra)
 elseif remaining >= 0 then
   -- Remaining is rounded down and a round trip old: only a count below that blur
@@ -252,6 +253,10 @@ class RedisRateLimiter:
             repr(age),
         ]
         self._spawn(self._run(self._observe, bucket, args))
+
+    def release(self, bucket: str) -> None:
+        """Give back a token whose request never went out (in the background)."""
+        self._spawn(self._give_back(bucket))
 
     async def _give_back(self, bucket: str) -> None:
         spec = self.limits.for_bucket(bucket)

@@ -15,7 +15,7 @@ from ._models import Balance
 from ._polling import PollPolicy, PollScheduler
 from ._ratelimit import RateLimiter, RateLimits, shared_limiter
 from ._redact import key_hint
-from ._transport import ApiCall, Transport
+from ._transport import ApiCall, Transport, send_tracer
 from .resources.characters import Characters
 
 __all__ = ["AurousSession"]
@@ -77,7 +77,7 @@ class AurousSession:
         # Running resynthesize_many batches: aclose() ends each through its callback.
         self._batches: set[Callable[[], None]] = set()
         self._transport = Transport(self._config, clock=self.clock, limiter=self._get_limiter,
-                                    http=self._http_session)
+                                    http=self._http_session, traced=self._owns_http)
         self.characters = Characters(self)
         self._scheduler = PollScheduler(self.characters.get, poll, self.clock,
                                         max_in_flight=min(32, connection_limit))
@@ -104,7 +104,8 @@ class AurousSession:
         if self._http is None:
             connector = aiohttp.TCPConnector(limit=self._connection_limit,
                                              limit_per_host=self._connection_limit)
-            self._http = aiohttp.ClientSession(connector=connector, trust_env=False)
+            self._http = aiohttp.ClientSession(connector=connector, trust_env=False,
+                                               trace_configs=[send_tracer()])
             if hasattr(self._http, "_retry_connection"):
                 # aiohttp silently resends GET/DELETE once when a kept-alive connection
                 # drops. Our transport retries on its own terms (a token per attempt, no

@@ -154,6 +154,32 @@ def _carries_request_id(cls: type) -> bool:
     return known
 
 
+class SendMarker:
+    """Per attempt: set once aiohttp has written the request's headers (see
+    :func:`send_tracer`)."""
+
+    __slots__ = ("sent",)
+
+    def __init__(self, *, sent: bool) -> None:
+        self.sent = sent
+
+
+async def _headers_sent(
+    session: aiohttp.ClientSession, context: Any, params: aiohttp.TraceRequestHeadersSentParams
+) -> None:
+    marker = context.trace_request_ctx
+    if isinstance(marker, SendMarker):
+        marker.sent = True
+
+
+def send_tracer() -> aiohttp.TraceConfig:
+    """A trace hook that tells the transport when a request has really gone out, so a
+    token taken for a request cancelled or refused before that is given back."""
+    config = aiohttp.TraceConfig()
+    config.on_request_headers_sent.append(_headers_sent)
+    return config
+
+
 def validate_idempotency_key(key: str | None) -> str | None:
     """Check a caller's ``idempotency_key``: 1–256 printable ASCII characters."""
     if key is None:
@@ -190,8 +216,10 @@ class Transport:
         clock: Clock,
         limiter: Callable[[], RateLimiter | None],
         http: Callable[[], aiohttp.ClientSession],
+        traced: bool = False,
     ) -> None:
         self._config = config
+        self._traced = traced
         self._clock = clock
         self._limiter = limiter
         self._http = http
@@ -226,10 +254,19 @@ class Transport:
             if notify is not None:
                 _ON_TOKEN.set(None)
                 notify()
+            # Whether the request went out; without a way to know (a session brought by
+            # the caller has no trace hook of ours) assume it did.
+            sent = SendMarker(sent=not self._traced)
             try:
-                return await self._attempt(call, attempt, deadline)
+                return await self._attempt(call, attempt, deadline, sent)
             except AurousError as exc:
                 error = exc
+            finally:
+                if limiter is not None and not sent.sent:
+                    # Cancelled or refused before a byte left: the token was not spent.
+                    release = getattr(limiter, "release", None)
+                    if release is not None:
+                        release(call.bucket)
             wait: float | None
             if isinstance(error, IdempotencyKeyInUseError) and attempt > 1:
                 # Our own first attempt holds the key and is still running on the server.
@@ -278,7 +315,9 @@ class Transport:
 
     # -- one attempt ---------------------------------------------------------------------
 
-    async def _attempt(self, call: ApiCall, attempt: int, deadline: float | None) -> ApiResponse:
+    async def _attempt(
+        self, call: ApiCall, attempt: int, deadline: float | None, sent: SendMarker
+    ) -> ApiResponse:
         config, clock = self._config, self._clock
         timeout = config.timeout
         if deadline is not None:
@@ -301,6 +340,7 @@ class Transport:
             async with http.request(
                 call.method, url, params=call.params, data=body, headers=headers,
                 allow_redirects=False, timeout=aiohttp.ClientTimeout(total=timeout),
+                trace_request_ctx=sent,
             ) as response:
                 raw = await response.read()
                 status, resp_headers = response.status, response.headers
@@ -325,9 +365,10 @@ class Transport:
                 method=call.method, path=call.path,
             ) from None
         finally:
-            # Every attempt is reported, answered or not (even when cancelled): the
-            # limiter learns from it when the server's refill clock may have started.
-            self._feedback(call.bucket, status, resp_headers, sent_at)
+            # Every attempt that went out is reported, answered or not (even when
+            # cancelled): the limiter learns when the server's refill clock may have
+            # started.
+            self._feedback(call.bucket, status, resp_headers, sent_at if sent.sent else None)
         request_id = resp_headers.get("Aurous-Request-Id")
         logger.debug(
             "%s %s -> %d %s attempt=%d %.3fs", call.method, call.path, status, request_id or "-",
@@ -368,7 +409,7 @@ class Transport:
                            request_id=request_id, replayed=replayed, attempts=attempt)
 
     def _feedback(
-        self, bucket: str, status: int, headers: Mapping[str, str], sent_at: float
+        self, bucket: str, status: int, headers: Mapping[str, str], sent_at: float | None
     ) -> None:
         limiter = self._limiter()
         if limiter is None:
@@ -380,7 +421,7 @@ class Transport:
             retry_after=parse_retry_after(headers.get("Retry-After"), now=self._clock.time()),
             limited=status == 429,
             sent_at=sent_at,
-            received_at=self._clock.monotonic(),
+            received_at=self._clock.monotonic() if sent_at is not None else None,
         )
         limiter.observe(bucket, feedback)
 
