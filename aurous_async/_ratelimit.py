@@ -107,7 +107,6 @@ class RateLimits:
 class RateLimitFeedback:
     """What one response said about its bucket (any field may be unknown)."""
 
-    limit: int | None = None
     remaining: int | None = None
     reset: float | None = None  # Unix time at which the bucket would be full again
     retry_after: float | None = None

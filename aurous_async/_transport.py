@@ -415,7 +415,6 @@ class Transport:
         if limiter is None:
             return
         feedback = RateLimitFeedback(
-            limit=_header_int(headers, "Limit"),
             remaining=_header_int(headers, "Remaining"),
             reset=_header_number(headers, "Reset"),
             retry_after=parse_retry_after(headers.get("Retry-After"), now=self._clock.time()),

@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from aurous_async.testing import FakeAurousServer, FakeClock
 
@@ -43,6 +46,31 @@ class RawClient:
             except ValueError:
                 body = text
             return response.status, body, response.headers
+
+
+@contextlib.asynccontextmanager
+async def serve_app(app: web.Application) -> AsyncIterator[str]:
+    """Serve ``app`` on a free loopback port; yields its base URL."""
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+def sdk_tasks() -> list[asyncio.Task[Any]]:
+    """Unfinished tasks running SDK code (not the fake server's, not the test's)."""
+    found = []
+    for task in asyncio.all_tasks():
+        code = getattr(task.get_coro(), "cr_code", None)
+        filename = code.co_filename if code else ""
+        if "aurous_async" in filename and "testing" not in filename and not task.done():
+            found.append(task)
+    return found
 
 
 @pytest.fixture

@@ -15,6 +15,8 @@ from aurous_async._errors import error_from_response, parse_retry_after
 from aurous_async._transport import ApiResponse
 from aurous_async.testing import FakeAurousServer, FakeClock
 
+from .conftest import serve_app
+
 NOW = 1_800_000_000.0
 
 # (status, type, code) -> class, for every code api-spec.md §2.5 and §6 document.
@@ -233,20 +235,12 @@ async def test_hostile_bodies_over_the_wire_are_typed(auto_clock: FakeClock) -> 
 
     app = web.Application()
     app.router.add_get("/v1/characters/{id}", handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        async with aa.AurousSession("al_live_" + "2" * 64, base_url=f"http://127.0.0.1:{port}",
-                                    clock=auto_clock, max_retries=0) as s:
-            for position in range(len(answers)):
-                index = position  # the handler answers with answers[index]
-                with pytest.raises(aa.AurousError):
-                    await s.characters.get("c")
-    finally:
-        await runner.cleanup()
+    async with serve_app(app) as url, aa.AurousSession("al_live_" + "2" * 64, base_url=url,
+                                                       clock=auto_clock, max_retries=0) as s:
+        for position in range(len(answers)):
+            index = position  # the handler answers with answers[index]
+            with pytest.raises(aa.AurousError):
+                await s.characters.get("c")
 
 
 def test_error_messages_never_show_the_key(caplog: pytest.LogCaptureFixture) -> None:

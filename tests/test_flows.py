@@ -12,6 +12,8 @@ import pytest
 import aurous_async as aa
 from aurous_async.testing import FakeAurousServer, ScaledClock
 
+from .conftest import sdk_tasks
+
 S = aa.CharacterStatus
 RESYNTH = "POST /v1/characters/{character_id}/resynthesize"
 GET_ONE = "GET /v1/characters/{character_id}"
@@ -32,17 +34,6 @@ async def ffake(fast: ScaledClock) -> AsyncIterator[FakeAurousServer]:
 async def fs(ffake: FakeAurousServer, fast: ScaledClock) -> AsyncIterator[aa.AurousSession]:
     async with aa.AurousSession(ffake.api_key, base_url=ffake.base_url, clock=fast) as s:
         yield s
-
-
-def sdk_tasks() -> list[asyncio.Task]:
-    """Tasks running SDK code (not the fake server's, not the test's)."""
-    found = []
-    for task in asyncio.all_tasks():
-        code = getattr(task.get_coro(), "cr_code", None)
-        filename = code.co_filename if code else ""
-        if "aurous_async" in filename and "testing" not in filename and not task.done():
-            found.append(task)
-    return found
 
 
 async def test_watch_first_state_then_changes_then_terminal(fs: aa.AurousSession, ffake: FakeAurousServer) -> None:

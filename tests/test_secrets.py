@@ -10,6 +10,8 @@ import pytest
 import aurous_async as aa
 from aurous_async.testing import FakeAurousServer, FakeClock, Fault, FaultKind
 
+from .conftest import serve_app
+
 
 async def test_full_flow_leaks_no_key_or_token(sfake: FakeAurousServer, auto_clock: FakeClock,
                                                caplog: pytest.LogCaptureFixture) -> None:
@@ -62,15 +64,8 @@ async def test_key_not_sent_to_signed_upload_urls(session: aa.AurousSession, sfa
 
     app = web.Application()
     app.router.add_put("/up", put)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        ticket = aa.UploadTicket(upload_id="upl_x", upload_url=f"http://127.0.0.1:{port}/up?signature=s",
+    async with serve_app(app) as url:
+        ticket = aa.UploadTicket(upload_id="upl_x", upload_url=f"{url}/up?signature=s",
                                  upload_headers={"Content-Type": "image/png"})
         await session.characters.uploads.put(ticket, b"bytes")
-    finally:
-        await runner.cleanup()
     assert "X-Api-Key" not in seen[0] and seen[0]["Content-Type"] == "image/png"

@@ -10,6 +10,8 @@ import pytest
 import aurous_async as aa
 from aurous_async.testing import BucketLimit, FakeAurousServer, FakeClock, Fault, FaultKind
 
+from .conftest import serve_app
+
 RESYNTH = "POST /v1/characters/{character_id}/resynthesize"
 GET_ONE = "GET /v1/characters/{character_id}"
 
@@ -194,18 +196,10 @@ async def test_redirects_are_not_followed(auto_clock: FakeClock) -> None:
 
     app = web.Application()
     app.router.add_get("/v1/balance", redirect)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        async with aa.AurousSession("al_live_" + "1" * 64, base_url=f"http://127.0.0.1:{port}",
-                                    clock=auto_clock) as s:
-            with pytest.raises(aa.APIStatusError) as info:
-                await s.balance()
-    finally:
-        await runner.cleanup()
+    async with serve_app(app) as url, aa.AurousSession("al_live_" + "1" * 64, base_url=url,
+                                                       clock=auto_clock) as s:
+        with pytest.raises(aa.APIStatusError) as info:
+            await s.balance()
     assert info.value.status == 302 and info.value.code == "unexpected_redirect"
     assert "token=abc" not in str(info.value)
     assert len(seen) == 1
