@@ -275,7 +275,7 @@ class Transport:
                     raise error
             else:
                 failures += 1
-                if failures > config.max_retries or not self._retryable(call, error):
+                if failures > config.max_retries or not self._retryable(call, error, sent.sent):
                     raise error
                 wait = self._retry_wait(error, waits)
             if deadline is not None and clock.monotonic() + wait > deadline:
@@ -286,14 +286,12 @@ class Transport:
             )
             await clock.sleep(wait)
 
-    def _retryable(self, call: ApiCall, error: AurousError) -> bool:
+    def _retryable(self, call: ApiCall, error: AurousError, sent: bool) -> bool:
         if isinstance(error, RateLimitError):
             return True  # refused before processing: safe for every method
         if call.method == "DELETE":
-            never_sent = isinstance(error, APIConnectionError) and error.message.startswith(
-                "cannot connect"
-            )
-            return never_sent
+            # Not idempotent in effect (a repeat answers 404): only if it never went out.
+            return isinstance(error, APIConnectionError) and not sent
         if isinstance(error, (APIConnectionError, ServerError)):
             return True
         # A 2xx whose body is not JSON at all (cut or mangled on the way): ask again.
@@ -349,6 +347,7 @@ class Transport:
                 f"no answer within {timeout:.1f}s", method=call.method, path=call.path
             ) from None
         except aiohttp.ClientConnectorError as exc:
+            sent.sent = False  # no connection, so certainly not sent (even untraced)
             raise APIConnectionError(
                 f"cannot connect: {redact(str(exc), config.api_key)}",
                 method=call.method, path=call.path,
