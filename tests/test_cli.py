@@ -7,8 +7,10 @@ import os
 import re
 import subprocess
 import sys
+import sysconfig
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -166,5 +168,7 @@ def test_fake_server_command() -> None:
 
 
 def test_console_script_is_installed() -> None:
-    result = subprocess.run(["aurous-async", "--version"], capture_output=True, text=True, timeout=30)
+    # Next to this interpreter: a PATH of version-manager shims may not know it yet.
+    script = Path(sysconfig.get_path("scripts")) / "aurous-async"
+    result = subprocess.run([str(script), "--version"], capture_output=True, text=True, timeout=30)
     assert result.returncode == 0 and result.stdout.startswith("aurous-async ")
