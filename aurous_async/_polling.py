@@ -237,7 +237,6 @@ class PollScheduler:
             self._schedule(character_id, watched, delay)
         elif known is not None and watched.known is None:
             watched.known = known
-        sub.polls = 0
         if watched.known is not None:
             sub.last_status = watched.known.status
             sub.pending.append(watched.known)

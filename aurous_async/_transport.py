@@ -127,8 +127,6 @@ class ApiResponse:
     data: Any
     headers: Mapping[str, str]
     request_id: str | None
-    replayed: bool
-    attempts: int
 
     def into(self, cls: type[T]) -> T:
         """The body as ``cls`` (with ``request_id`` filled in where the class has it)."""
@@ -374,7 +372,7 @@ class Transport:
             attempt, clock.monotonic() - sent_at,
         )
         if 200 <= status < 300:
-            return self._success(status, resp_headers, raw, request_id, attempt)
+            return self._success(status, resp_headers, raw, request_id)
         if 300 <= status < 400:
             location = redact(resp_headers.get("Location", "?"), config.api_key)
             raise APIStatusError(
@@ -390,8 +388,7 @@ class Transport:
         raise error
 
     def _success(
-        self, status: int, headers: CIMultiDictProxy[str], raw: bytes, request_id: str | None,
-        attempt: int,
+        self, status: int, headers: CIMultiDictProxy[str], raw: bytes, request_id: str | None
     ) -> ApiResponse:
         try:
             data = json.loads(raw) if raw else None
@@ -401,11 +398,11 @@ class Transport:
                 code="invalid_json", request_id=request_id, headers=CIMultiDict(headers),
                 body=raw[:200].decode("utf-8", "replace"),
             ) from None
-        replayed = headers.get("Aurous-Idempotent-Replayed", "").lower() == "true"
-        if replayed:
+        if headers.get("Aurous-Idempotent-Replayed", "").lower() == "true":
+            # Expected after a retry of a paid call: the server answers with the
+            # original result instead of charging again.
             logger.debug("answer replayed from the idempotency store (%s)", request_id)
-        return ApiResponse(status=status, data=data, headers=headers,
-                           request_id=request_id, replayed=replayed, attempts=attempt)
+        return ApiResponse(status=status, data=data, headers=headers, request_id=request_id)
 
     def _feedback(
         self, bucket: str, status: int, headers: Mapping[str, str], sent_at: float | None

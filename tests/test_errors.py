@@ -197,8 +197,7 @@ def test_any_status_and_body_yield_a_model_or_an_aurous_error(status: int, body:
             data = json.loads(body)
         except ValueError:
             return  # the transport turns non-JSON 2xx into MalformedResponseError (tested live)
-        response = ApiResponse(status=status, data=data, headers=hdrs, request_id=None,
-                               replayed=False, attempts=1)
+        response = ApiResponse(status=status, data=data, headers=hdrs, request_id=None)
         for cls in (aa.Character, aa.DeletedCharacter, aa.Balance, aa.UploadTicket):
             try:
                 value = response.into(cls)
