@@ -166,7 +166,7 @@ class DurationEstimate:
     def completed(self, upper_bound: float) -> None:
         """A synthesis was seen done ``upper_bound`` seconds after it started."""
         if self.value is None:
-            self._samples.append(upper_bound)
+            self._samples.append(float(upper_bound))
             if len(self._samples) >= self._bootstrap:
                 self.value = statistics.median(self._samples)
 

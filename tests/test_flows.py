@@ -315,3 +315,36 @@ async def test_many_validates_before_any_request(fs: aa.AurousSession, ffake: Fa
     with pytest.raises(error):
         fs.characters.resynthesize_many(ids, **kwargs)  # type: ignore[arg-type]
     assert ffake.requests == []
+
+
+def test_duration_estimate_bootstraps_then_tracks_a_quantile() -> None:
+    from aurous_async._polling import DurationEstimate
+
+    estimate = DurationEstimate(quantile=0.7, bootstrap=3, step=0.1)
+    assert estimate.value is None
+    estimate.first_poll(done=True)  # ignored until bootstrapped
+    for seconds in (40, 60, 50):
+        estimate.completed(seconds)
+    assert estimate.value == 50
+    estimate.first_poll(done=False)  # too early: grow by q * step
+    assert estimate.value == pytest.approx(50 * (1 + 0.1 * 0.7))
+    before = estimate.value
+    estimate.first_poll(done=True)  # long enough: shrink by (1 - q) * step
+    assert estimate.value == pytest.approx(before * (1 - 0.1 * 0.3))
+
+
+async def test_a_session_learns_to_poll_once_per_synthesis(fs: aa.AurousSession, ffake: FakeAurousServer) -> None:
+    ids = [ffake.add_character() for _ in range(12)]
+    [r async for r in fs.characters.resynthesize_many(ids[:6])]  # teaches ~30 s
+    learned = fs._scheduler.estimate.value
+    assert learned is not None and 25 <= learned <= 45
+    before = len(ffake.requests_to(GET_ONE))
+    [r async for r in fs.characters.resynthesize_many(ids[6:])]
+    per_character = (len(ffake.requests_to(GET_ONE)) - before) / 6
+    assert per_character <= 2.5  # a fixed 2 s schedule would take ~6 for 30 s syntheses
+    no_learning = aa.PollPolicy(learn=False)
+    async with aa.AurousSession(ffake.api_key, base_url=ffake.base_url, clock=fs.clock,
+                                poll=no_learning) as plain:
+        before = len(ffake.requests_to(GET_ONE))
+        [r async for r in plain.characters.resynthesize_many(ids[:6])]
+        assert (len(ffake.requests_to(GET_ONE)) - before) / 6 >= 4
