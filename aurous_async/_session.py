@@ -76,8 +76,10 @@ class AurousSession:
         self._closed = False
         # Running resynthesize_many batches: aclose() ends each through its callback.
         self._batches: set[Callable[[], None]] = set()
+        # Knowing whether a request went out only matters for giving tokens back.
+        self._traced = self._owns_http and rate_limits is not None
         self._transport = Transport(self._config, clock=self.clock, limiter=self._get_limiter,
-                                    http=self._http_session, traced=self._owns_http)
+                                    http=self._http_session, traced=self._traced)
         self.characters = Characters(self)
         self._scheduler = PollScheduler(self.characters.get, poll, self.clock,
                                         max_in_flight=min(32, connection_limit))
@@ -104,8 +106,10 @@ class AurousSession:
         if self._http is None:
             connector = aiohttp.TCPConnector(limit=self._connection_limit,
                                              limit_per_host=self._connection_limit)
-            self._http = aiohttp.ClientSession(connector=connector, trust_env=False,
-                                               trace_configs=[send_tracer()])
+            self._http = aiohttp.ClientSession(
+                connector=connector, trust_env=False,
+                trace_configs=[send_tracer()] if self._traced else None,
+            )
             if hasattr(self._http, "_retry_connection"):
                 # aiohttp silently resends GET/DELETE once when a kept-alive connection
                 # drops. Our transport retries on its own terms (a token per attempt, no

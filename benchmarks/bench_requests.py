@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import statistics
 import subprocess
 import sys
 import time
@@ -37,6 +38,9 @@ async def main():
         await asyncio.Event().wait()
 asyncio.run(main())
 """
+
+
+ROUNDS = 7
 
 
 async def measure(call: Callable[[], Awaitable[object]], concurrency: int,
@@ -83,26 +87,34 @@ async def run(url: str, key: str, cid: str, seconds: float) -> list[tuple[str, .
         for call in (via_sdk, via_aiohttp, via_httpx):  # warm up connections
             await asyncio.gather(*(call() for _ in range(50)))
         for concurrency in (1, 50, 500):
-            s_rps, s_cpu = await measure(via_sdk, concurrency, seconds)
-            a_rps, a_cpu = await measure(via_aiohttp, concurrency, seconds)
-            h_rps, h_cpu = await measure(via_httpx, concurrency, seconds)
-            rows.append((str(concurrency), f"{s_rps / a_rps:.2f}", f"{s_rps / h_rps:.2f}",
-                         f"{s_rps:.0f}", f"{a_rps:.0f}", f"{h_rps:.0f}", f"{s_cpu:.0f}",
-                         f"{a_cpu:.0f}", f"{h_cpu:.0f}"))
+            # Short rounds, interleaved, medians: this machine's noise moves single
+            # seconds-long runs by 20 %, and interleaving spreads it over all three.
+            samples: dict[str, list[tuple[float, float]]] = {"sdk": [], "aiohttp": [], "httpx": []}
+            for _ in range(ROUNDS):
+                samples["sdk"].append(await measure(via_sdk, concurrency, seconds / ROUNDS))
+                samples["aiohttp"].append(await measure(via_aiohttp, concurrency, seconds / ROUNDS))
+                samples["httpx"].append(await measure(via_httpx, concurrency, seconds / ROUNDS))
+            rps = {k: statistics.median(r for r, _ in v) for k, v in samples.items()}
+            cpu = {k: statistics.median(c for _, c in v) for k, v in samples.items()}
+            sdk_vs_raw = statistics.median(s[0] / a[0] for s, a in zip(samples["sdk"], samples["aiohttp"], strict=True))
+            sdk_vs_httpx = statistics.median(s[0] / h[0] for s, h in zip(samples["sdk"], samples["httpx"], strict=True))
+            rows.append((str(concurrency), f"{sdk_vs_raw:.2f}", f"{sdk_vs_httpx:.2f}",
+                         f"{rps['sdk']:.0f}", f"{rps['aiohttp']:.0f}", f"{rps['httpx']:.0f}",
+                         f"{cpu['sdk']:.0f}", f"{cpu['aiohttp']:.0f}", f"{cpu['httpx']:.0f}"))
     return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--seconds", type=float, default=7.0, help="per client and concurrency")
     args = parser.parse_args()
     server = subprocess.Popen([sys.executable, "-c", SERVER], stdout=subprocess.PIPE, text=True)
     try:
         assert server.stdout is not None
         info = json.loads(server.stdout.readline())
         header("Request overhead: characters.get, SDK vs raw aiohttp vs raw httpx")
-        print("Each figure over "
-              f"{args.seconds:g} s; the fake server runs in its own process.\n")
+        print(f"Medians of {ROUNDS} interleaved rounds, {args.seconds:g} s per client and "
+              "concurrency in all; the fake server runs in its own process.\n")
         table(asyncio.run(run(info["url"], info["key"], info["id"], args.seconds)))
     finally:
         server.terminate()
