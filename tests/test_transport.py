@@ -28,7 +28,13 @@ async def test_post_gets_a_fresh_uuid4_key_per_call(session: aa.AurousSession, s
     keys = [r.headers["Idempotency-Key"] for r in sfake.requests_to(RESYNTH)]
     assert len(set(keys)) == 2
     assert all(uuid.UUID(k).version == 4 for k in keys)
-    assert "Idempotency-Key" not in sfake.requests_to("GET /v1/balance") if sfake.requests_to("GET /v1/balance") else True
+    # Only POSTs carry a key: GET, PATCH and DELETE are sent without one.
+    await session.characters.get(cid)
+    await session.characters.update(cid, name="renamed")
+    await session.characters.delete(cid)
+    others = [r for r in sfake.requests if r.method != "POST"]
+    assert [r.method for r in others] == ["GET", "PATCH", "DELETE"]
+    assert all("Idempotency-Key" not in r.headers for r in others)
 
 
 async def test_callers_key_is_sent_and_replays(session: aa.AurousSession, sfake: FakeAurousServer) -> None:
