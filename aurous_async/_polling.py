@@ -207,7 +207,6 @@ class PollScheduler:
         self._heap: list[tuple[float, int, str]] = []
         self._seq = itertools.count()
         self._slots = asyncio.Semaphore(max_in_flight) if max_in_flight else None
-        self._max_in_flight = max_in_flight
         self._wakeup: asyncio.Event | None = None
         self._runner: asyncio.Task[None] | None = None
         self._polls: set[asyncio.Task[None]] = set()

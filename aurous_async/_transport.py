@@ -238,8 +238,7 @@ class Transport:
         config, clock = self._config, self._clock
         deadline = _DEADLINE.get()
         started = clock.monotonic()
-        waits = backoff.expo(base=2, factor=1.0, max_value=_BACKOFF_CAP)
-        waits.send(None)
+        waits: Any = None  # the backoff schedule, made only if a retry needs it
         in_flight_wait = _IN_FLIGHT_START
         failures = 0  # attempts that count against max_retries
         attempt = 0
@@ -275,6 +274,9 @@ class Transport:
                 failures += 1
                 if failures > config.max_retries or not self._retryable(call, error, sent.sent):
                     raise error
+                if waits is None:
+                    waits = backoff.expo(base=2, factor=1.0, max_value=_BACKOFF_CAP)
+                    waits.send(None)
                 wait = self._retry_wait(error, waits)
             if deadline is not None and clock.monotonic() + wait > deadline:
                 raise error
@@ -299,9 +301,11 @@ class Transport:
         jittered: float = backoff.full_jitter(next(waits))
         if not isinstance(error, APIStatusError):
             return jittered
-        retry_after = parse_retry_after(error.headers.get("Retry-After"), now=self._clock.time())
-        if retry_after is None and isinstance(error, RateLimitError):
-            retry_after = error.retry_after
+        if isinstance(error, RateLimitError):
+            retry_after = error.retry_after  # parsed when the error was made
+        else:  # a 503 may say when to come back too
+            header = error.headers.get("Retry-After")
+            retry_after = parse_retry_after(header, now=self._clock.time())
         if retry_after is None:
             return jittered
         if retry_after > MAX_RETRY_AFTER:

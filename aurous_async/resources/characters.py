@@ -335,13 +335,8 @@ class Characters:
     # -- flows ---------------------------------------------------------------------------
 
     def _deadline(self, timeout: float | None) -> float | None:
-        if timeout is None:
-            return None
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-            raise TypeError(f"timeout must be a number of seconds, not {type(timeout).__name__}")
-        if not (timeout > 0 and math.isfinite(timeout)):
-            raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
-        return self._session.clock.monotonic() + timeout
+        timeout = _check_timeout(timeout)
+        return None if timeout is None else self._session.clock.monotonic() + timeout
 
     def watch(
         self,
@@ -476,11 +471,21 @@ class Characters:
             raise ValueError("concurrency must be an int >= 1 or None")
         if progress is not None and not callable(progress):
             raise TypeError("progress must be callable")
-        self._deadline(timeout)  # validates; the batch starts its own clock when iterated
+        _check_timeout(timeout)  # the batch starts its own clock when iterated
         return resynthesize_many(
             self, id_list, force_all=force_all, auto_save=auto_save, timeout=timeout,
             concurrency=concurrency, progress=progress,
         )
+
+
+def _check_timeout(timeout: object) -> float | None:
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(f"timeout must be a number of seconds, not {type(timeout).__name__}")
+    if not (timeout > 0 and math.isfinite(timeout)):
+        raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+    return float(timeout)
 
 
 def _check_bool(value: object, name: str) -> None:
