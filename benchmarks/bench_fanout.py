@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -30,12 +32,20 @@ def bound(n: int) -> float:
     return max(0, n - 12) * 10.0 + SYNTHESIS
 
 
-async def with_sdk(n: int, scale: float) -> dict[str, Any]:
+@contextlib.asynccontextmanager
+async def fake_with_characters(
+    n: int, scale: float
+) -> AsyncIterator[tuple[ScaledClock, FakeAurousServer, list[str]]]:
+    """The same scaled fake server and n ready characters for every client compared."""
     clock = ScaledClock(scale)
     async with FakeAurousServer(clock=clock, synthesis_seconds=SYNTHESIS, synthesis_jitter=0.2,
                                 credits=10 * n) as fake:
         fake.keep_request_log = False
-        ids = [fake.add_character() for _ in range(n)]
+        yield clock, fake, [fake.add_character() for _ in range(n)]
+
+
+async def with_sdk(n: int, scale: float) -> dict[str, Any]:
+    async with fake_with_characters(n, scale) as (clock, fake, ids):
         async with aa.AurousSession(fake.api_key, base_url=fake.base_url, clock=clock) as s:
             start = clock.monotonic()
             ok = 0
@@ -48,11 +58,7 @@ async def with_sdk(n: int, scale: float) -> dict[str, Any]:
 
 async def naive(n: int, scale: float) -> dict[str, Any]:
     """What a user writes by hand: aiolimiter at 6/min, then poll every 2 s (scaled)."""
-    clock = ScaledClock(scale)
-    async with FakeAurousServer(clock=clock, synthesis_seconds=SYNTHESIS, synthesis_jitter=0.2,
-                                credits=10 * n) as fake:
-        fake.keep_request_log = False
-        ids = [fake.add_character() for _ in range(n)]
+    async with fake_with_characters(n, scale) as (clock, fake, ids):
         # aiolimiter's bucket of 12 drains at 6/min; time is scaled by dividing the period.
         limiter = AsyncLimiter(12, 120 / scale)
         gets = 0
