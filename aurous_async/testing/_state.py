@@ -1,19 +1,41 @@
-"""The fake server's bookkeeping: teams, characters, uploads, buckets, idempotency.
+"""The fake server's state and the rules that change it: teams and keys, characters
+and their synthesis, uploads, credits and the charge ledger.
 
-Nothing here imports the client side of the SDK: the fake is a second, independent
-reading of the API docs, so a misreading cannot hide in both halves at once.
+Handlers change the state only through :class:`FakeState`'s public methods, so every
+rule (a 404 for another team's id, a charge per paid call, a synthesis that ends on
+the clock) lives in one place. Nothing here imports the client side of the SDK.
 """
 
 from __future__ import annotations
 
-import math
+import collections
+import random
 import secrets
-from datetime import datetime, timezone
-from typing import Any
+from collections.abc import Iterator, Mapping
+from typing import Any, Protocol
 
-import attrs
-
+from .._clock import Clock
+from ._errors import ApiError, not_found
 from ._ids import new_id
+from ._records import (
+    DEFAULT_BUCKETS,
+    DEFAULT_VERSION,
+    KNOWN_VERSIONS,
+    POSES,
+    STATUSES,
+    SYNTH_POSES,
+    UPLOAD_TICKET_TTL,
+    BucketLimit,
+    CharacterRecord,
+    Charge,
+    FakeTeam,
+    RecordedRequest,
+    TokenBucket,
+    UploadRecord,
+    iso,
+    new_api_key,
+    new_team,
+)
 
 __all__ = [
     "DEFAULT_BUCKETS",
@@ -22,186 +44,279 @@ __all__ = [
     "STATUSES",
     "BucketLimit",
     "Charge",
+    "FakeState",
     "FakeTeam",
     "RecordedRequest",
+    "SynthesisListener",
+    "TokenBucket",
 ]
 
-POSES = ("portrait", "front", "side", "back", "other")
-SYNTH_POSES = ("portrait", "front", "side", "back")
-STATUSES = ("synthesizing", "reviewing", "ready", "failed", "deleted")
-ATTRIBUTE_FIELDS = (
-    "gender",
-    "age",
-    "ethnicity",
-    "hair_color",
-    "hair_style",
-    "eye_color",
-    "body_type",
-    "additional_details",
-)
-KNOWN_VERSIONS = frozenset({"2026-05-15"})
-DEFAULT_VERSION = "2026-05-15"
-IDEMPOTENCY_TTL = 24 * 3600.0
-UPLOAD_TICKET_TTL = 24 * 3600.0
-UPLOAD_URL_TTL = 15 * 60.0
+SYNTHESIS_COST = 4.0
+REGENERATE_COST = 1.0
 
 
-@attrs.frozen
-class BucketLimit:
-    """A server bucket: ``burst`` tokens, refilled at ``per_minute`` tokens a minute."""
+class SynthesisListener(Protocol):
+    """Told when a synthesis starts and when it ends (the webhooks listen)."""
 
-    per_minute: float
-    burst: int
+    def synthesis_started(self, record: CharacterRecord) -> None: ...
 
-
-DEFAULT_BUCKETS: dict[str, BucketLimit] = {
-    "characters_synthesize": BucketLimit(6, 12),
-    "characters_post": BucketLimit(30, 60),
-    "characters_get": BucketLimit(120, 240),
-    # GET /v1/balance falls in the general GET class of /rate-limits.
-    "get": BucketLimit(600, 1200),
-}
+    def synthesis_ended(self, record: CharacterRecord) -> None: ...
 
 
-class TokenBucket:
-    """A server-side token bucket; atomic because the event loop runs one handler step
-    at a time and ``take`` never awaits."""
+class FakeState:
+    """Everything the fake knows, and the only way to change it.
 
-    def __init__(self, limit: BucketLimit, now: float) -> None:
-        self.capacity = float(limit.burst)
-        self.rate = limit.per_minute / 60.0
-        self.tokens = self.capacity
-        self.updated = now
+    The settings (``synthesis_seconds``, ``after_resynthesis``, ...) are plain
+    attributes: a test may change them between requests, and the next request obeys.
+    """
 
-    def _refill(self, now: float) -> None:
-        if now > self.updated:
-            self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
-            self.updated = now
+    def __init__(
+        self,
+        *,
+        clock: Clock,
+        synthesis_seconds: float,
+        synthesis_jitter: float,
+        bucket_limits: Mapping[str, BucketLimit],
+        after_resynthesis: str,
+        failure_rate: float,
+        insufficient_credits_code: str,
+        rate_limit_header_prefix: str,
+        seed: int,
+    ) -> None:
+        self.clock = clock
+        self.synthesis_seconds = synthesis_seconds
+        self.synthesis_jitter = synthesis_jitter
+        self.bucket_limits: dict[str, BucketLimit] = {**DEFAULT_BUCKETS, **bucket_limits}
+        self.after_resynthesis = after_resynthesis
+        self.failure_rate = failure_rate
+        self.insufficient_credits_code = insufficient_credits_code
+        self.rate_limit_header_prefix = rate_limit_header_prefix
+        self.keep_request_log = True
+        #: Every request seen (while ``keep_request_log``), in arrival order.
+        self.requests: list[RecordedRequest] = []
+        #: Every charge, in billing order.
+        self.ledger: list[Charge] = []
+        #: 429 answers per bucket name.
+        self.rate_limited: collections.Counter[str] = collections.Counter()
+        #: Where the server listens (``""`` until started); signed URLs point there.
+        self.base_url = ""
+        self.listeners: list[SynthesisListener] = []
+        self._rng = random.Random(seed)
+        self._teams: dict[str, FakeTeam] = {}
+        self._key_index: dict[str, FakeTeam] = {}
+        self._seq = 0
+        self._pending_failures: dict[str, str] = {}
 
-    def take(self, now: float) -> bool:
-        self._refill(now)
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
-            return True
-        return False
+    # -- teams and keys ----------------------------------------------------------------
 
-    def remaining(self) -> int:
-        return math.floor(self.tokens + 1e-9)
+    def add_team(self, *, name: str, credits: float, api_key: str | None, scope: str,
+                 pinned_version: str) -> FakeTeam:
+        """Create a team with one key (given or freshly minted)."""
+        team = new_team(name, credits, self.clock.time())
+        team.pinned_version = pinned_version
+        self._teams[team.id] = team
+        self.add_key(team, api_key or new_api_key(), scope=scope)
+        return team
 
-    def seconds_until_full(self) -> float:
-        return (self.capacity - self.tokens) / self.rate
+    def add_key(self, team: FakeTeam, api_key: str, *, scope: str) -> str:
+        """Give ``team`` another key with ``scope`` (``read``, ``write`` or ``full``)."""
+        if scope not in ("read", "write", "full"):
+            raise ValueError("scope must be read, write or full")
+        if api_key in self._key_index:
+            raise ValueError("that key already belongs to a team")
+        team.keys[api_key] = scope
+        self._key_index[api_key] = team
+        return api_key
 
-    def seconds_until_token(self) -> float:
-        return max(0.0, (1.0 - self.tokens) / self.rate)
+    def revoke_key(self, api_key: str) -> None:
+        """Revoke a key (``KeyError`` when no team has it)."""
+        self._key_index[api_key].revoked_keys.add(api_key)
 
+    def team_for_key(self, api_key: str) -> FakeTeam | None:
+        """The team a key belongs to, revoked or not; ``None`` for an unknown key."""
+        return self._key_index.get(api_key)
 
-@attrs.define
-class CharacterRecord:
-    id: str
-    team_id: str
-    name: str
-    status: str
-    created_at: float
-    updated_at: float
-    seq: int
-    attributes: dict[str, Any] | None
-    refs: list[dict[str, str]]
-    error_message: str | None = None
-    aurous_version: str = DEFAULT_VERSION
-    synthesis_done_at: float | None = None
-    synthesis_outcome: str = "reviewing"
-    synthesis_error: str | None = None
-    synthesis_poses: tuple[str, ...] = SYNTH_POSES
+    def team(self, team_id: str) -> FakeTeam:
+        """A team by id (``KeyError`` when unknown)."""
+        return self._teams[team_id]
 
+    def teams(self) -> Iterator[FakeTeam]:
+        """Every team, in creation order."""
+        return iter(list(self._teams.values()))
 
-@attrs.define
-class UploadRecord:
-    id: str
-    team_id: str
-    filename: str
-    extension: str
-    content_type: str
-    created_at: float
-    signature: str
-    data: bytes | None = None
-    consumed: bool = False
+    def bucket(self, team: FakeTeam, name: str) -> TokenBucket:
+        """The team's bucket called ``name``, made full on first use."""
+        bucket = team.buckets.get(name)
+        if bucket is None:
+            bucket = team.buckets[name] = TokenBucket(self.bucket_limits[name],
+                                                       self.clock.monotonic())
+        return bucket
 
+    # -- characters --------------------------------------------------------------------
 
-@attrs.define
-class IdempotencyEntry:
-    route: str
-    body_hash: str
-    created_at: float
-    in_flight: bool = True
-    status: int = 0
-    payload: Any = None
+    def new_character(self, team: FakeTeam, name: str, attributes: dict[str, Any] | None,
+                      version: str = DEFAULT_VERSION) -> CharacterRecord:
+        """Store a new ``ready`` character with no refs."""
+        self._seq += 1
+        wall = self.clock.time()
+        record = CharacterRecord(
+            id=new_id("char", wall), team_id=team.id, name=name, status="ready",
+            created_at=wall, updated_at=wall, seq=self._seq, attributes=attributes, refs=[],
+            aurous_version=version,
+        )
+        team.characters[record.id] = record
+        return record
 
+    def seed_character(self, team: FakeTeam, *, name: str, status: str,
+                       attributes: dict[str, Any]) -> CharacterRecord:
+        """A character put straight into ``status``, uncharged (for test set-up)."""
+        record = self.new_character(team, name, attributes)
+        record.status = status
+        if status == "synthesizing":
+            record.synthesis_done_at = self.clock.monotonic() + self.synthesis_seconds
+            for listener in self.listeners:
+                listener.synthesis_started(record)
+        if status in ("reviewing", "ready"):
+            record.refs = self.make_refs(record.id, SYNTH_POSES)
+        return record
 
-@attrs.frozen
-class Charge:
-    """One paid operation the fake billed."""
+    def make_refs(self, character_id: str, poses: tuple[str, ...]) -> list[dict[str, str]]:
+        """Fresh signed ref URLs for ``poses``, served by this fake."""
+        base = f"{self.base_url}/_storage/{character_id}"
+        return [
+            {"pose": pose, "url": f"{base}/{pose}?token={secrets.token_urlsafe(24)}"}
+            for pose in poses
+        ]
 
-    team_id: str
-    character_id: str
-    operation: str
-    credits: float
-    request_id: str
+    def find_character(self, team: FakeTeam, character_id: str) -> CharacterRecord:
+        """The team's character, settled; 404 for unknown, deleted or another team's."""
+        record = team.characters.get(character_id)
+        if record is None or record.status == "deleted":
+            raise not_found()
+        self.settle(record)
+        return record
 
+    def find_any_character(self, character_id: str) -> CharacterRecord:
+        """A character of any team, deleted ones included (for test assertions)."""
+        for team in self._teams.values():
+            if character_id in team.characters:
+                return team.characters[character_id]
+        raise not_found()
 
-@attrs.define
-class RecordedRequest:
-    """One request as the fake saw it (for assertions in tests)."""
+    def touch(self, record: CharacterRecord) -> None:
+        """Mark a character as changed now."""
+        record.updated_at = self.clock.time()
 
-    method: str
-    path: str
-    route: str
-    query: dict[str, str]
-    headers: dict[str, str]
-    body: bytes
-    request_id: str
-    team_id: str | None = None
-    status: int | None = None
-    bucket: str | None = None
-    fault: str | None = None
-    replayed: bool = False
+    def delete_character(self, team: FakeTeam, record: CharacterRecord) -> None:
+        """Hard-delete a character in review, soft-delete any other."""
+        if record.status == "reviewing":
+            del team.characters[record.id]
+            return
+        record.status = "deleted"
+        record.synthesis_done_at = None
+        self.touch(record)
 
-    def json(self) -> Any:
-        import json
+    def fail_next_synthesis(self, character_id: str, message: str) -> None:
+        """Make the next synthesis of ``character_id`` end in ``failed``."""
+        self._pending_failures[character_id] = message
 
-        return json.loads(self.body) if self.body else None
+    def begin_synthesis(self, record: CharacterRecord, outcome: str,
+                        poses: tuple[str, ...]) -> None:
+        """Start a synthesis of ``poses`` that ends in ``outcome`` (or ``failed``)."""
+        record.status = "synthesizing"
+        record.error_message = None
+        self.touch(record)
+        spread = self._rng.uniform(-self.synthesis_jitter, self.synthesis_jitter)
+        record.synthesis_done_at = self.clock.monotonic() + self.synthesis_seconds * (1 + spread)
+        record.synthesis_outcome = outcome
+        record.synthesis_poses = poses
+        failure = self._pending_failures.pop(record.id, None)
+        if failure is None and self.failure_rate and self._rng.random() < self.failure_rate:
+            failure = "Synthesis provider returned an error."
+        record.synthesis_error = failure
+        for listener in self.listeners:
+            listener.synthesis_started(record)
+        self.settle(record)
 
+    def settle(self, record: CharacterRecord) -> None:
+        """Finish a synthesis whose time has come (lazily, on the next look, or when a
+        listener's timer fires)."""
+        if record.status != "synthesizing" or record.synthesis_done_at is None:
+            return
+        if self.clock.monotonic() < record.synthesis_done_at:
+            return
+        record.synthesis_done_at = None
+        self.touch(record)
+        if record.synthesis_error is not None:
+            record.status = "failed"
+            record.error_message = record.synthesis_error
+        else:
+            record.status = record.synthesis_outcome
+            fresh = {ref["pose"]: ref for ref in self.make_refs(record.id, record.synthesis_poses)}
+            kept = [ref for ref in record.refs if ref["pose"] not in fresh]
+            record.refs = [*fresh.values(), *kept]
+        for listener in self.listeners:
+            listener.synthesis_ended(record)
 
-@attrs.define
-class FakeTeam:
-    """One team of the fake: its keys, credits, buckets, idempotency store and data."""
+    def finish_synthesis(self, character_id: str) -> None:
+        """End a running synthesis now, whatever the clock says."""
+        record = self.find_any_character(character_id)
+        if record.status == "synthesizing":
+            record.synthesis_done_at = self.clock.monotonic()
+            self.settle(record)
 
-    id: str
-    name: str
-    credits: float
-    keys: dict[str, str] = attrs.field(factory=dict)  # key -> scope
-    revoked_keys: set[str] = attrs.field(factory=set)
-    pinned_version: str = DEFAULT_VERSION
-    buckets: dict[str, TokenBucket] = attrs.field(factory=dict)
-    idempotency: dict[str, IdempotencyEntry] = attrs.field(factory=dict)
-    characters: dict[str, CharacterRecord] = attrs.field(factory=dict)
-    uploads: dict[str, UploadRecord] = attrs.field(factory=dict)
+    def render(self, record: CharacterRecord) -> dict[str, Any]:
+        """The character as the API returns it."""
+        return {
+            "id": record.id,
+            "object": "character",
+            "name": record.name,
+            "status": record.status,
+            "refs": [dict(ref) for ref in record.refs],
+            "created_at": iso(record.created_at),
+            "updated_at": iso(record.updated_at),
+            "attributes": dict(record.attributes) if record.attributes is not None else None,
+            "error_message": record.error_message,
+            "aurous_version": record.aurous_version,
+        }
 
-    @property
-    def api_key(self) -> str:
-        """The team's first live key."""
-        for key in self.keys:
-            if key not in self.revoked_keys:
-                return key
-        raise LookupError(f"team {self.id} has no live key")
+    # -- uploads -----------------------------------------------------------------------
 
+    def new_upload(self, team: FakeTeam, filename: str, extension: str,
+                   content_type: str) -> UploadRecord:
+        """Mint an upload ticket with a signed PUT URL."""
+        upload = UploadRecord(
+            id=new_id("upl", self.clock.time()), team_id=team.id, filename=filename,
+            extension=extension, content_type=content_type, created_at=self.clock.monotonic(),
+            signature=secrets.token_urlsafe(24),
+        )
+        team.uploads[upload.id] = upload
+        return upload
 
-def new_api_key() -> str:
-    return "al_live_" + secrets.token_hex(32)
+    def find_upload(self, upload_id: str) -> UploadRecord | None:
+        """An upload ticket of any team."""
+        for team in self._teams.values():
+            if upload_id in team.uploads:
+                return team.uploads[upload_id]
+        return None
 
+    def upload_usable(self, upload: UploadRecord) -> bool:
+        """Uploaded, not yet used by a create, and not expired."""
+        return (not upload.consumed and upload.data is not None
+                and self.clock.monotonic() - upload.created_at <= UPLOAD_TICKET_TTL)
 
-def iso(wall: float) -> str:
-    return datetime.fromtimestamp(wall, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    # -- credits -----------------------------------------------------------------------
 
+    def require_credits(self, team: FakeTeam, cost: float) -> None:
+        """402 unless the team can pay ``cost``."""
+        if team.credits < cost:
+            raise ApiError(402, "invalid_request", self.insufficient_credits_code,
+                           f"Team available balance is {team.credits:g} credits, "
+                           f"the call requires {cost:g}.")
 
-def new_team(name: str, credits: float, wall: float) -> FakeTeam:
-    return FakeTeam(id=new_id("team", wall), name=name, credits=credits)
+    def charge(self, team: FakeTeam, character_id: str, operation: str, cost: float,
+               request_id: str) -> None:
+        """Bill ``cost`` credits and write it in the ledger."""
+        team.credits -= cost
+        self.ledger.append(Charge(team.id, character_id, operation, cost, request_id))
+
