@@ -103,14 +103,8 @@ async def _create_character(ctx: Ctx) -> tuple[int, Any]:
             raise invalid("upload_invalid", f"Upload {upload_id} is unknown, expired, "
                           "not uploaded or already used.", "upload_ids")
         uploads.append(upload)
-    record = state.new_character(ctx.team, name, attributes, ctx.version)
-    for upload in uploads:
-        upload.consumed = True
-    record.refs = [
-        ref
-        for upload in uploads
-        for ref in state.make_refs(record.id, (_classify(upload.filename)[0],))
-    ]
+    poses = [_classify(upload.filename)[0] for upload in uploads]
+    record = state.create_from_uploads(ctx.team, name, attributes, ctx.version, uploads, poses)
     return 201, state.render(record)
 
 
@@ -118,11 +112,12 @@ async def _update_character(ctx: Ctx) -> tuple[int, Any]:
     record = ctx.state.find_character(ctx.team, ctx.request.match_info["character_id"])
     body = _require_object(ctx.body)
     _reject_unknown(body, ("name", "attributes"))
+    changes: dict[str, Any] = {}
     if "name" in body:
-        record.name = _validate_name(body["name"], required=True)
+        changes["name"] = _validate_name(body["name"], required=True)
     if "attributes" in body:
-        record.attributes = _validate_attributes(body["attributes"])
-    ctx.state.touch(record)
+        changes["attributes"] = _validate_attributes(body["attributes"])
+    ctx.state.update_character(record, changes)
     return 200, ctx.state.render(record)
 
 
@@ -134,12 +129,7 @@ async def _delete_character(ctx: Ctx) -> tuple[int, Any]:
 
 async def _save_character(ctx: Ctx) -> tuple[int, Any]:
     record = ctx.state.find_character(ctx.team, ctx.request.match_info["character_id"])
-    if record.status == "reviewing":
-        record.status = "ready"
-        ctx.state.touch(record)
-    elif record.status != "ready":
-        raise invalid("invalid_request_error",
-                      f"Character is {record.status}; only reviewing characters can be saved.")
+    ctx.state.save_character(record)
     return 200, ctx.state.render(record)
 
 
@@ -264,7 +254,7 @@ def storage_routes(
             return web.Response(status=403, text="signature does not match")
         if state.clock.monotonic() - upload.created_at > UPLOAD_URL_TTL:
             return web.Response(status=403, text="upload URL expired")
-        upload.data = await request.read()
+        state.receive_upload(upload, await request.read())
         return web.Response(status=200)
 
     async def get_ref(request: web.Request) -> web.StreamResponse:

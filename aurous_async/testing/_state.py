@@ -15,7 +15,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any, Protocol
 
 from .._clock import Clock
-from ._errors import ApiError, not_found
+from ._errors import ApiError, invalid, not_found
 from ._ids import new_id
 from ._records import (
     DEFAULT_BUCKETS,
@@ -207,6 +207,33 @@ class FakeState:
         """Mark a character as changed now."""
         record.updated_at = self.clock.time()
 
+    def create_from_uploads(self, team: FakeTeam, name: str, attributes: dict[str, Any] | None,
+                            version: str, uploads: list[UploadRecord],
+                            poses: list[str]) -> CharacterRecord:
+        """A ``ready`` character whose refs are ``uploads`` (consumed), one per pose."""
+        record = self.new_character(team, name, attributes, version)
+        for upload in uploads:
+            upload.consumed = True
+        record.refs = [ref for pose in poses for ref in self.make_refs(record.id, (pose,))]
+        return record
+
+    def update_character(self, record: CharacterRecord, changes: Mapping[str, Any]) -> None:
+        """Apply validated PATCH fields: ``name``, and ``attributes`` (replaced wholesale)."""
+        if "name" in changes:
+            record.name = changes["name"]
+        if "attributes" in changes:
+            record.attributes = changes["attributes"]
+        self.touch(record)
+
+    def save_character(self, record: CharacterRecord) -> None:
+        """``reviewing`` becomes ``ready``; ``ready`` stays; anything else is a 400."""
+        if record.status == "reviewing":
+            record.status = "ready"
+            self.touch(record)
+        elif record.status != "ready":
+            raise invalid("invalid_request_error",
+                          f"Character is {record.status}; only reviewing characters can be saved.")
+
     def delete_character(self, team: FakeTeam, record: CharacterRecord) -> None:
         """Hard-delete a character in review, soft-delete any other."""
         if record.status == "reviewing":
@@ -299,6 +326,10 @@ class FakeState:
             if upload_id in team.uploads:
                 return team.uploads[upload_id]
         return None
+
+    def receive_upload(self, upload: UploadRecord, data: bytes) -> None:
+        """Keep the bytes PUT to an upload's signed URL."""
+        upload.data = data
 
     def upload_usable(self, upload: UploadRecord) -> bool:
         """Uploaded, not yet used by a create, and not expired."""
