@@ -32,3 +32,16 @@ def key_hint(api_key: str) -> str:
     """A safe hint of which key is in use: its prefix and last four characters."""
     prefix = next((p for p in ("al_live_", "al_test_", "og_") if api_key.startswith(p)), "")
     return f"{prefix}…{api_key[-4:]}" if len(api_key) >= 12 else "…"
+
+
+# Webhook signing secrets (``whsec_…``): the prefix stays so a reader knows what was there.
+_WEBHOOK_SECRET = re.compile(r"whsec_[A-Za-z0-9+/=_\-]+")
+
+
+def redact_webhook_secrets(text: str) -> str:
+    """``text`` with every ``whsec_`` webhook signing secret cut to its prefix.
+
+    >>> redact_webhook_secrets('{"secret": "whsec_9f8e7d6c5b4a"}')
+    '{"secret": "whsec_…"}'
+    """
+    return _WEBHOOK_SECRET.sub("whsec_…", text)
