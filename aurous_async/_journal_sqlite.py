@@ -1,0 +1,315 @@
+"""``SQLiteJournal``: a durable-batch journal in one SQLite file (design §4).
+
+Every statement runs on one dedicated worker thread that owns the connection, so the
+event loop never waits on the disk and the connection is never shared between threads.
+The file is in WAL mode with ``synchronous=FULL``: a write is on disk (fsynced) before
+the coroutine that made it returns, so neither a killed process nor a power cut loses a
+committed ``sending`` record (whose loss could charge an id twice).
+
+Several processes may share one file: SQLite serialises their transactions, and the
+batch lease (a row holding the owner's token and a Unix expiry time) decides which of
+them runs a batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import sqlite3
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+from ._clock import Clock
+from ._journal import (
+    BatchInUseError,
+    JournalError,
+    JournalRecord,
+    JournalState,
+    LeaseLostError,
+)
+from ._journal_batch import StoredJournal
+
+__all__ = ["SQLiteJournal"]
+
+logger = logging.getLogger("aurous_async")
+
+#: ``PRAGMA application_id`` of a journal file ("AURJ"): tells ours from other databases.
+APPLICATION_ID = 0x4155524A
+#: ``PRAGMA user_version`` this code writes; a file with a higher one is refused.
+SCHEMA_VERSION = 1
+#: Seconds a transaction waits for another process's write lock before failing.
+_BUSY_TIMEOUT = 10.0
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS batches (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    owner TEXT,                 -- the lease holder's token, NULL when released
+    lease_expires REAL,         -- Unix time
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS records (
+    batch_id INTEGER NOT NULL REFERENCES batches(id),
+    character_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,       -- order added
+    state TEXT NOT NULL,
+    idempotency_key TEXT,
+    sent_at REAL,
+    request_id TEXT,
+    status TEXT,
+    character TEXT,             -- the last Character JSON
+    error_class TEXT,
+    error_code TEXT,
+    error_message TEXT,
+    charged INTEGER NOT NULL DEFAULT 0,
+    final INTEGER NOT NULL DEFAULT 0,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (batch_id, character_id)
+) WITHOUT ROWID;
+"""
+
+_COLUMNS = ("state, idempotency_key, sent_at, request_id, status, character, error_class, "
+            "error_code, error_message, charged, final, updated_at")
+
+_R = TypeVar("_R")
+
+
+class SQLiteJournal(StoredJournal):
+    """A journal in the SQLite file ``path`` (made if missing; its folder must exist).
+
+    ::
+
+        async with aurous_async.SQLiteJournal("refresh.db") as journal:
+            async for r in s.characters.resynthesize_many(ids, journal=journal,
+                                                          batch="spring-refresh"):
+                ...
+
+    ``lease_ttl`` is how long a batch stays locked to a runner that stopped renewing
+    (it renews every third of that). ``clock`` (Unix time and sleeps) is for tests.
+    Opening is lazy: the first call checks the file and raises :class:`JournalError`
+    when it cannot be written, is corrupt, is not a journal, or was written by a newer
+    aurous-async (such a file is never changed).
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, lease_ttl: float = 30.0,
+                 clock: Clock | None = None) -> None:
+        super().__init__(lease_ttl=lease_ttl, clock=clock)
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"path must be a str or path, not {type(path).__name__}")
+        self.path = os.fspath(path)
+        if not self.path:
+            raise ValueError("path must not be empty")
+        self._executor: ThreadPoolExecutor | None = None
+        # Touched only on the worker thread:
+        self._conn: sqlite3.Connection | None = None
+        self._batch_ids: dict[str, int] = {}
+
+    def __repr__(self) -> str:
+        return f"SQLiteJournal({self.path!r})"
+
+    # The worker thread --------------------------------------------------------------
+
+    async def _call(self, fn: Callable[..., _R], *args: Any, create: bool = True) -> _R:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix="aurous-journal")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._run, fn, args, create)
+
+    def _run(self, fn: Callable[..., _R], args: tuple[Any, ...], create: bool) -> _R:
+        try:
+            if self._conn is None:
+                self._conn = self._connect(create)
+            return fn(self._conn, *args)
+        except sqlite3.Error as exc:
+            raise JournalError(f"the journal {self.path} cannot be used: {exc}") from exc
+
+    def _connect(self, create: bool) -> sqlite3.Connection:
+        if not create and not os.path.exists(self.path):
+            raise JournalError(f"there is no journal at {self.path}")
+        uri = Path(self.path).absolute().as_uri() + ("?mode=rwc" if create else "?mode=rw")
+        conn = sqlite3.connect(uri, uri=True, timeout=_BUSY_TIMEOUT, isolation_level=None)
+        try:
+            self._prepare(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _prepare(self, conn: sqlite3.Connection) -> None:
+        # Identify the file before changing anything in it.
+        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if app_id != APPLICATION_ID and (
+            app_id != 0 or conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+        ):
+            raise JournalError(f"{self.path} is an SQLite database but not an aurous-async "
+                               "journal; it was left unchanged")
+        if version > SCHEMA_VERSION:
+            raise JournalError(
+                f"the journal {self.path} was written by a newer aurous-async (journal schema "
+                f"{version}; this version reads up to {SCHEMA_VERSION}). Upgrade aurous-async "
+                "to resume it; the file was left unchanged"
+            )
+        check = conn.execute("PRAGMA quick_check").fetchone()[0]
+        if check != "ok":
+            raise JournalError(f"the journal {self.path} is corrupt ({check})")
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        if version < SCHEMA_VERSION:
+            with _transaction(conn):  # executescript would commit by itself
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def _batch_id(self, conn: sqlite3.Connection, batch: str) -> int | None:
+        found = self._batch_ids.get(batch)
+        if found is None:
+            row = conn.execute("SELECT id FROM batches WHERE name = ?", (batch,)).fetchone()
+            if row is None:
+                return None
+            found = self._batch_ids[batch] = int(row[0])
+        return found
+
+    def _fence(self, conn: sqlite3.Connection, batch: str, owner: str) -> int:
+        batch_id = self._batch_id(conn, batch)
+        row = None if batch_id is None else conn.execute(
+            "SELECT owner FROM batches WHERE id = ?", (batch_id,)).fetchone()
+        if batch_id is None or row is None or row[0] != owner:
+            raise LeaseLostError(f"batch {batch!r} was taken over by another runner")
+        return batch_id
+
+    # Storage primitives (each runs on the worker thread) ------------------------------
+
+    async def _acquire(self, batch: str, owner: str, now: float, ttl: float) -> None:
+        await self._call(self._acquire_sync, batch, owner, now, ttl)
+
+    def _acquire_sync(self, conn: sqlite3.Connection, batch: str, owner: str, now: float,
+                      ttl: float) -> None:
+        with _transaction(conn):
+            row = conn.execute("SELECT id, owner, lease_expires FROM batches WHERE name = ?",
+                               (batch,)).fetchone()
+            if row is None:
+                conn.execute("INSERT INTO batches (name, owner, lease_expires, created_at) "
+                             "VALUES (?, ?, ?, ?)", (batch, owner, now + ttl, now))
+                return
+            batch_id, holder, expires = row
+            if holder is not None and expires > now:
+                raise BatchInUseError(batch, expires - now)
+            if holder is not None:
+                logger.warning("taking over batch %s: its runner stopped renewing its lease "
+                               "%.1fs ago", batch, now - expires + ttl)
+            conn.execute("UPDATE batches SET owner = ?, lease_expires = ? WHERE id = ?",
+                         (owner, now + ttl, batch_id))
+
+    async def _renew(self, batch: str, owner: str, now: float, ttl: float) -> bool:
+        return await self._call(self._renew_sync, batch, owner, now + ttl)
+
+    def _renew_sync(self, conn: sqlite3.Connection, batch: str, owner: str,
+                    expires: float) -> bool:
+        cursor = conn.execute("UPDATE batches SET lease_expires = ? WHERE name = ? AND owner = ?",
+                              (expires, batch, owner))
+        return cursor.rowcount == 1
+
+    async def _release(self, batch: str, owner: str) -> None:
+        await self._call(self._release_sync, batch, owner)
+
+    def _release_sync(self, conn: sqlite3.Connection, batch: str, owner: str) -> None:
+        conn.execute("UPDATE batches SET owner = NULL, lease_expires = NULL "
+                     "WHERE name = ? AND owner = ?", (batch, owner))
+
+    async def _load(self, batch: str, *, create: bool = True) -> list[JournalRecord]:
+        return await self._call(self._load_sync, batch, create=create)
+
+    def _load_sync(self, conn: sqlite3.Connection, batch: str) -> list[JournalRecord]:
+        batch_id = self._batch_id(conn, batch)
+        if batch_id is None:
+            return []
+        rows = conn.execute(f"SELECT character_id, {_COLUMNS} FROM records WHERE batch_id = ? "
+                            "ORDER BY seq", (batch_id,)).fetchall()
+        return [self._decode(row) for row in rows]
+
+    def _decode(self, row: tuple[Any, ...]) -> JournalRecord:
+        try:
+            return JournalRecord(
+                character_id=row[0], state=JournalState(row[1]), idempotency_key=row[2],
+                sent_at=row[3], request_id=row[4], status=row[5],
+                character=None if row[6] is None else json.loads(row[6]),
+                error_class=row[7], error_code=row[8], error_message=row[9],
+                charged=bool(row[10]), final=bool(row[11]), updated_at=row[12],
+            )
+        except ValueError as exc:  # an unknown state, or broken JSON
+            raise JournalError(f"the journal {self.path} holds a corrupt record for "
+                               f"{row[0]!r}: {exc}") from exc
+
+    async def _add(self, batch: str, owner: str, records: Sequence[JournalRecord],
+                   start: int) -> None:
+        await self._call(self._add_sync, batch, owner, records, start)
+
+    def _add_sync(self, conn: sqlite3.Connection, batch: str, owner: str,
+                  records: Sequence[JournalRecord], start: int) -> None:
+        rows = [(record.character_id, start + n, *_values(record))
+                for n, record in enumerate(records)]
+        with _transaction(conn):
+            batch_id = self._fence(conn, batch, owner)
+            conn.executemany(
+                f"INSERT INTO records (batch_id, character_id, seq, {_COLUMNS}) "
+                f"VALUES ({batch_id}, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+
+    async def _put(self, batch: str, owner: str, record: JournalRecord) -> None:
+        await self._call(self._put_sync, batch, owner, record)
+
+    def _put_sync(self, conn: sqlite3.Connection, batch: str, owner: str,
+                  record: JournalRecord) -> None:
+        values = _values(record)  # before the transaction: a bad character JSON writes nothing
+        with _transaction(conn):
+            batch_id = self._fence(conn, batch, owner)
+            assignments = ", ".join(f"{column} = ?" for column in _COLUMNS.split(", "))
+            conn.execute(f"UPDATE records SET {assignments} "
+                         "WHERE batch_id = ? AND character_id = ?",
+                         (*values, batch_id, record.character_id))
+
+    async def _batch_names(self) -> list[str]:
+        return await self._call(self._names_sync, create=False)
+
+    def _names_sync(self, conn: sqlite3.Connection) -> list[str]:
+        return [row[0] for row in conn.execute("SELECT name FROM batches")]
+
+    async def _close(self) -> None:
+        if self._executor is None:
+            return
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._close_sync)
+        self._executor.shutdown(wait=False)  # its one thread is idle now and exits
+
+    def _close_sync(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+def _values(record: JournalRecord) -> tuple[Any, ...]:
+    character = None if record.character is None else json.dumps(
+        record.character, separators=(",", ":"), ensure_ascii=False)
+    return (record.state.value, record.idempotency_key, record.sent_at, record.request_id,
+            record.status, character, record.error_class, record.error_code,
+            record.error_message, int(record.charged), int(record.final), record.updated_at)
+
+
+@contextmanager
+def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    # IMMEDIATE takes the write lock at once, so two processes never both read and then
+    # both try to upgrade (which would fail one of them with "database is locked").
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        if conn.in_transaction:  # some errors (a full disk) have rolled it back already
+            conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
