@@ -155,9 +155,6 @@ class SQLiteJournal(StoredJournal):
                 f"{version}; this version reads up to {SCHEMA_VERSION}). Upgrade aurous-async "
                 "to resume it; the file was left unchanged"
             )
-        check = conn.execute("PRAGMA quick_check").fetchone()[0]
-        if check != "ok":
-            raise JournalError(f"the journal {self.path} is corrupt ({check})")
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
         if version < SCHEMA_VERSION:
@@ -267,7 +264,7 @@ class SQLiteJournal(StoredJournal):
 
     def _put_sync(self, conn: sqlite3.Connection, batch: str, owner: str,
                   record: JournalRecord) -> None:
-        values = _values(record)  # before the transaction: a bad character JSON writes nothing
+        values = _values(record)  # encoded before taking the write lock, which is then short
         with _transaction(conn):
             batch_id = self._fence(conn, batch, owner)
             assignments = ", ".join(f"{column} = ?" for column in _COLUMNS.split(", "))

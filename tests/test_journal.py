@@ -32,7 +32,7 @@ from aurous_async._journal import (
     resume_action,
 )
 from aurous_async._journal_batch import StoredJournal
-from aurous_async._journal_sqlite import SQLiteJournal
+from aurous_async._journal_sqlite import SQLiteJournal, _transaction
 
 P, SENDING, SENT, DONE, FAILED = (JournalState.PENDING, JournalState.SENDING, JournalState.SENT,
                                   JournalState.DONE, JournalState.FAILED)
@@ -182,7 +182,8 @@ class JournalContract:
     async def test_second_runner_is_refused_at_once(self, make: Factory) -> None:
         """Guards one runner per batch: BatchInUseError with the lease's time left."""
         async with make(lease_ttl=30.0) as first, make(lease_ttl=30.0) as second:
-            batch = await first.open_batch("b", ["a"])
+            await (await first.open_batch("b", ["a"])).aclose()
+            batch = await first.open_batch("b", ["a"])  # nothing new to add: the lease alone
             with pytest.raises(BatchInUseError) as caught:
                 await second.open_batch("b", ["a"])
             assert 25.0 < caught.value.expires_in <= 30.0
@@ -320,6 +321,18 @@ async def test_renewal_keeps_the_lease_and_notices_its_loss(tmp_path: Path,
         assert batch.lease_lost
 
 
+async def test_a_final_error_after_the_2xx_is_recorded_as_charged(tmp_path: Path) -> None:
+    """Guards ``charged``: a 404 while watching a sent id still cost a charge, and the
+    record must say so (``batch show`` and the charged-id count rely on it)."""
+    async with SQLiteJournal(tmp_path / "j.db") as journal, \
+            await journal.open_batch("b", ["a"]) as batch:
+        await walk(batch, "a", "sent")
+        record = await batch.mark_failed("a", error_class="NotFoundError", code=None,
+                                         message=None, charged=False, final=True)
+        assert record.charged and record.final
+        assert (await journal.read_batch("b"))[0].charged
+
+
 async def test_statements_never_run_on_the_event_loop_thread(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Guards "never blocks the event loop": every statement runs on the worker thread."""
@@ -404,6 +417,22 @@ async def test_a_corrupt_record_is_a_journal_error(tmp_path: Path) -> None:
             await journal.read_batch("b")
 
 
+def test_a_failed_transaction_writes_nothing(tmp_path: Path) -> None:
+    """Guards the transaction helper: an error half-way rolls every statement back."""
+    conn = sqlite3.connect(tmp_path / "t.db", isolation_level=None)
+    conn.execute("CREATE TABLE t (x INTEGER)")
+
+    def insert_then_fail() -> None:
+        with _transaction(conn):
+            conn.execute("INSERT INTO t VALUES (1)")
+            raise ZeroDivisionError
+
+    with pytest.raises(ZeroDivisionError):
+        insert_then_fail()
+    assert conn.execute("SELECT count(*) FROM t").fetchone()[0] == 0
+    conn.close()
+
+
 async def test_reading_a_missing_journal_does_not_create_it(tmp_path: Path) -> None:
     """Guards ``batch show`` on a typo: an error, not a new empty file."""
     path = tmp_path / "typo.db"
@@ -420,7 +449,7 @@ async def test_reading_a_missing_journal_does_not_create_it(tmp_path: Path) -> N
 CHILD = r"""
 import asyncio, os, signal, sys
 from aurous_async._journal_redis import RedisJournal
-from aurous_async._journal_sqlite import SQLiteJournal
+from aurous_async._journal_sqlite import SQLiteJournal, _transaction
 
 CHAR = {"id": "x", "status": "ready"}
 STEPS = {"sending": ["sending"], "sent": ["sending", "sent"],
