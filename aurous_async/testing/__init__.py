@@ -7,7 +7,13 @@ Start it in-process and point any client at its ``base_url``::
     async with FakeAurousServer(time_scale=60) as fake:
         ...  # fake.base_url, fake.api_key, fake.requests, fake.ledger, fake.faults
 
-or standalone: ``python -m aurous_async.testing --port 8080``.
+or standalone (``python -m aurous_async.testing --help``)::
+
+    python -m aurous_async.testing --port 8080 --seed 5 --time-scale 60 \\
+        --fault 'POST /v1/characters/{character_id}/resynthesize=json_503:0.2'
+
+A running fake is driven and inspected over HTTP under ``/_fake/`` (charge ledger, 429
+counts, request log, seeding, faults, credits): see :mod:`aurous_async.testing._control`.
 
 This package never imports the client half of the SDK (session, transport, resources,
 models): it is an independent reading of the API docs.

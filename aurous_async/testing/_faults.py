@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import enum
+import math
 import random
 import threading
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Mapping
+from typing import Any
 
 import attrs
 
-__all__ = ["Fault", "FaultKind", "FaultPlan"]
+__all__ = ["Fault", "FaultKind", "FaultPlan", "fault_from_json", "fault_to_json", "parse_fault"]
 
 
 class FaultKind(str, enum.Enum):
@@ -106,12 +108,19 @@ class FaultPlan:
         return fault
 
     def extend(self, faults: Iterable[Fault]) -> None:
+        """Add several rules, in order."""
         for fault in faults:
             self.add(fault)
 
     def clear(self) -> None:
+        """Remove every rule."""
         with self._lock:
             self._rules.clear()
+
+    def rules(self) -> list[Fault]:
+        """The rules, in the order they are tried."""
+        with self._lock:
+            return list(self._rules)
 
     def pick(self, route: str) -> Fault | None:
         """The fault for the next request on ``route``, if any rule fires.
@@ -131,3 +140,98 @@ class FaultPlan:
 
     def __len__(self) -> int:
         return len(self._rules)
+
+
+_COUNTS = ("nth", "every", "times")
+
+
+def fault_from_json(data: Any, routes: Collection[str]) -> Fault:
+    """A :class:`Fault` from its JSON form (the fake's control API), checked.
+
+    ``data`` holds ``kind`` and any of ``route`` (a name in ``routes``; absent, ``null``
+    or ``"*"`` for every route), ``nth``, ``every``, ``times`` (integers >= 1),
+    ``probability`` (0 to 1), ``process`` (bool), ``delay`` (seconds) and
+    ``status_value``. Raises ``ValueError`` naming the first bad field.
+    """
+    if not isinstance(data, Mapping):
+        raise ValueError("a fault is a JSON object")
+    unknown = sorted(set(data) - {"kind", "route", "probability", "process", "delay",
+                                  "status_value", *_COUNTS})
+    if unknown:
+        raise ValueError(f"unknown fault field {unknown[0]!r}")
+    fields: dict[str, Any] = {"kind": _kind(data.get("kind")),
+                              "route": _route(data.get("route"), routes)}
+    for name in _COUNTS:
+        value = data.get(name)
+        if value is not None:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1")
+            fields[name] = value
+    if data.get("probability") is not None:
+        fields["probability"] = _probability(data["probability"])
+    if data.get("process") is not None:
+        if not isinstance(data["process"], bool):
+            raise ValueError("process must be true or false")
+        fields["process"] = data["process"]
+    if data.get("delay") is not None:
+        delay = data["delay"]
+        if isinstance(delay, bool) or not isinstance(delay, (int, float)) \
+                or not math.isfinite(delay) or delay < 0:
+            raise ValueError("delay must be a number of seconds >= 0")
+        fields["delay"] = float(delay)
+    if data.get("status_value") is not None:
+        if not isinstance(data["status_value"], str):
+            raise ValueError("status_value must be a string")
+        fields["status_value"] = data["status_value"]
+    return Fault(**fields)
+
+
+def fault_to_json(fault: Fault) -> dict[str, Any]:
+    """The JSON form of a rule, with how often it was seen and fired."""
+    return {"kind": fault.kind.value, "route": fault.route, "nth": fault.nth,
+            "every": fault.every, "probability": fault.probability, "times": fault.times,
+            "process": fault.process, "delay": fault.delay, "status_value": fault.status_value,
+            "seen": fault.seen, "fired": fault.fired}
+
+
+def parse_fault(spec: str, routes: Collection[str]) -> Fault:
+    """A :class:`Fault` from the command line's ``ROUTE=KIND[:PROBABILITY]``.
+
+    ``ROUTE`` is a route name such as ``"POST /v1/characters/{character_id}/resynthesize"``
+    or ``*`` for every route; without a probability the fault fires on every match.
+    Raises ``ValueError`` saying what is wrong.
+    """
+    route, sep, rest = spec.rpartition("=")
+    if not sep or not route.strip():
+        raise ValueError("expected ROUTE=KIND[:PROBABILITY]")
+    kind, sep, probability = rest.partition(":")
+    data: dict[str, Any] = {"kind": kind.strip(), "route": route.strip()}
+    if sep:
+        try:
+            data["probability"] = float(probability)
+        except ValueError:
+            raise ValueError(f"probability {probability!r} is not a number") from None
+    return fault_from_json(data, routes)
+
+
+def _kind(value: Any) -> FaultKind:
+    try:
+        return FaultKind(value)
+    except ValueError:
+        kinds = ", ".join(kind.value for kind in FaultKind)
+        raise ValueError(f"unknown fault kind {value!r} (one of {kinds})") from None
+
+
+def _route(value: Any, routes: Collection[str]) -> str | None:
+    if value is None or value == "*":
+        return None
+    if not isinstance(value, str) or value not in routes:
+        raise ValueError(f"unknown route {value!r}: give * or one of {', '.join(sorted(routes))}")
+    return value
+
+
+def _probability(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not 0.0 <= value <= 1.0:
+        raise ValueError("probability must be a number from 0 to 1")
+    return float(value)

@@ -7,7 +7,7 @@ that refill 6 tokens a minute can play out in milliseconds.
 
 This module holds the lifecycle and the public control API; the request pipeline is in
 :mod:`._pipeline`, the state and its rules in :mod:`._state`, the handlers in
-:mod:`._handlers`.
+:mod:`._handlers`, and the same control API over HTTP (``/_fake/``) in :mod:`._control`.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from typing import Any, Generic, TypeVar, overload
 from aiohttp import web
 
 from .._clock import Clock, ScaledClock, SystemClock
+from ._control import ControlApi
 from ._faults import FaultPlan
 from ._handlers import ROUTES, storage_routes
 from ._pipeline import Pipeline
@@ -77,6 +78,8 @@ class FakeAurousServer:
     tested against both.
     """
 
+    #: Every API route by name (``"METHOD /path/template"``), as faults name them.
+    route_names: frozenset[str] = frozenset(route.name for route in ROUTES)
     #: The clock behind synthesis, buckets, timestamps and idempotency expiry.
     clock: _OnState[Clock] = _OnState()
     #: How long a synthesis takes, in API seconds (the next synthesis obeys a change).
@@ -149,6 +152,7 @@ class FakeAurousServer:
         self._runner: web.AppRunner | None = None
         #: The team that :attr:`api_key` belongs to.
         self.default_team = self.add_team(name="Default Team", credits=credits, api_key=api_key)
+        self._control = ControlApi(self._state, self.faults, self.default_team, self.route_names)
 
     # -- set-up ------------------------------------------------------------------------
 
@@ -246,6 +250,7 @@ class FakeAurousServer:
         self.port = sock.getsockname()[1]
         app = web.Application(client_max_size=2 * 1024 * 1024)
         self._pipeline.add_to(app)
+        self._control.add_to(app)
         for method, path, handler in storage_routes(self._state):
             app.router.add_route(method, path, handler)
         self._runner = web.AppRunner(
