@@ -19,7 +19,14 @@
     │   └── MalformedResponseError    any status whose body is not what the API documents
     ├── SessionClosedError            (also a RuntimeError) the session was closed
     ├── SynthesisFailedError          a watched character ended `failed`; .character
-    └── WatchTimeoutError             (also a TimeoutError) a flow's `timeout` passed
+    └── DeadlineExceededError         (also a TimeoutError) a call ran out of its flow's time
+        └── WatchTimeoutError         a flow's `timeout` passed (the one flows raise)
+
+An error from a POST (paid or not) also says whether the server may have acted on it:
+``idempotency_key`` is the key every attempt carried, and ``may_have_been_processed`` is
+true when any attempt may have reached the server. Retry such a call with the *same*
+``idempotency_key=`` and the server answers with the original result instead of charging
+again.
 
 Every :class:`APIStatusError` carries ``status``, ``type``, ``code``, ``message``,
 ``param``, ``doc_url``, ``request_id``, ``headers`` and ``body``; ``code`` is the stable
@@ -52,6 +59,7 @@ __all__ = [
     "AuthenticationError",
     "ConfigurationError",
     "ConflictError",
+    "DeadlineExceededError",
     "IdempotencyKeyInUseError",
     "InsufficientCreditsError",
     "InvalidRequestError",
@@ -70,7 +78,14 @@ _MAX_BODY_KEPT = 4096
 
 
 class AurousError(Exception):
-    """Base of every error this SDK raises on purpose."""
+    """The base of every exception the SDK raises.
+
+    ``idempotency_key`` and ``may_have_been_processed`` are set on errors of POST calls
+    (see the module docstring); elsewhere they are ``None`` and ``False``.
+    """
+
+    idempotency_key: str | None = None
+    may_have_been_processed: bool = False
 
 
 class ConfigurationError(AurousError, ValueError):
@@ -78,13 +93,19 @@ class ConfigurationError(AurousError, ValueError):
 
 
 class APIConnectionError(AurousError):
-    """The request got no HTTP answer (refused, reset, DNS, TLS, dropped mid-response)."""
+    """The request got no HTTP answer (refused, reset, DNS, TLS, dropped mid-response).
 
-    def __init__(self, message: str, *, method: str = "", path: str = "") -> None:
+    ``transient`` is false for failures a retry cannot mend (a TLS certificate that does
+    not verify): those are raised at once.
+    """
+
+    def __init__(self, message: str, *, method: str = "", path: str = "",
+                 transient: bool = True) -> None:
         super().__init__(message)
         self.message = message
         self.method = method
         self.path = path
+        self.transient = transient
 
 
 class APITimeoutError(APIConnectionError, TimeoutError):
@@ -193,7 +214,13 @@ class SynthesisFailedError(AurousError):
         super().__init__(f"synthesis of {character.id} failed{detail}")
 
 
-class WatchTimeoutError(AurousError, TimeoutError):
+class DeadlineExceededError(AurousError, TimeoutError):
+    """A call made inside a flow could not finish (or wait for its rate-limit token)
+    before the flow's deadline. Raised below the flows; the flows re-raise it as
+    :class:`WatchTimeoutError`, which is the one users see."""
+
+
+class WatchTimeoutError(DeadlineExceededError):
     """The ``timeout`` given to a flow passed before it finished.
 
     ``character`` is the last state seen, if any.

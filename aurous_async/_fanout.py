@@ -1,45 +1,63 @@
 """``resynthesize_many``: start many resynthesizes and follow each to its end.
 
-Dispatch is sequential at the rate limiter: one call at a time waits for a
-``characters_synthesize`` token, so the bucket serves ids in the order given, and when a
-402 says the credits ran out, every id not yet sent is reported unsent — none is sent
-after it. Sent calls are followed through the session's shared poll scheduler.
+Dispatch is pulled by the consumer: a new paid POST goes out only while the consumer
+waits in ``__anext__``. A caller who breaks out of the loop, or stops iterating while
+keeping the iterator, is not charged for one more character (tokens accumulate in the
+bucket meanwhile, so a briefly busy consumer loses no throughput). Dispatch is sequential
+at the rate limiter: one call at a time waits for a ``characters_synthesize`` token, so
+the bucket serves ids in the order given, and when a 402 says the credits ran out, every
+id not yet sent is reported unsent — none is sent after it.
+
+A transient failure (connection, timeout, 5xx, 429) never reports an id failed before the
+batch's deadline: a POST is retried with the same idempotency key (so it is charged at most
+once), and a charged character is watched through the outage by the poll scheduler.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Sequence
-from typing import TYPE_CHECKING, Any
+import collections
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from types import TracebackType
+from typing import Any
 
 import attrs
 
+from ._clock import Clock
+from ._context import deadline_scope, notify_on_token
 from ._errors import (
     AurousError,
+    DeadlineExceededError,
+    IdempotencyKeyInUseError,
     InsufficientCreditsError,
+    NotFoundError,
     SessionClosedError,
     SynthesisFailedError,
+    WatchTimeoutError,
 )
 from ._models import BatchResult, Character, CharacterStatus
-from ._polling import watch_character
-from ._transport import deadline_scope, on_token
+from ._polling import PollScheduler
+from ._watch import is_transient, watch_character
 
-if TYPE_CHECKING:
-    from .resources.characters import Characters
+__all__ = ["BatchProgress", "FanOut", "flow_error"]
 
-__all__ = ["BatchProgress", "resynthesize_many"]
+#: Without a batch timeout, an outage is waited out this long before ids are failed.
+OUTAGE_BUDGET = 600.0
+_BACKOFF_START, _BACKOFF_CAP = 1.0, 30.0
 
 
 @attrs.frozen(kw_only=True)
 class BatchProgress:
     """Counts of one ``resynthesize_many`` run, passed to its ``progress`` callback.
 
-    ``queued`` are not sent yet, ``dispatched`` have their POST in flight,
-    ``synthesizing`` are being watched, ``done`` ended well and ``failed`` with an error
-    (undispatched ones after a 402 included). ``gets`` counts the session's polls.
-    ``character_id`` and ``state`` say what just changed (``None`` on the first call):
-    ``state`` is ``"dispatched"``, a status value such as ``"synthesizing"`` or
-    ``"reviewing"``, ``"done"`` or ``"failed"``.
+    ``queued`` are not sent yet, ``dispatched`` have their POST on the wire (its
+    rate-limit token taken), ``synthesizing`` are being watched, ``done`` ended well and
+    ``failed`` with an error (undispatched ones after a 402 included). ``charged`` counts
+    the POSTs the server accepted. ``gets`` counts the session's polls. ``character_id``
+    and ``state`` say what just changed (``None`` on the first call): ``state`` is
+    ``"dispatched"``, a status value such as ``"synthesizing"`` or ``"reviewing"``,
+    ``"done"`` or ``"failed"``.
     """
 
     total: int
@@ -49,175 +67,313 @@ class BatchProgress:
     done: int
     failed: int
     gets: int
+    charged: int = 0
     character_id: str | None = None
     state: str | None = None
 
 
-@attrs.define
+Resynthesize = Callable[..., Awaitable[Character]]
+
+
+class FanOut:
+    """One ``resynthesize_many`` run: an async iterator of :class:`BatchResult` as each
+    character ends, and an async context manager that cancels what is left on exit::
+
+        async with s.characters.resynthesize_many(ids) as batch:
+            async for result in batch:
+                ...
+
+    A run nobody references any more (a loop left with ``break``) is cancelled too.
+    """
+
+    def __init__(self, ids: Sequence[str], **options: Any) -> None:
+        # The engine's tasks reference the engine, never this handle: when the caller
+        # drops the handle, __del__ can end the run, as an async generator's would.
+        self._run = _Run(ids, **options)
+
+    def __aiter__(self) -> FanOut:
+        return self
+
+    async def __anext__(self) -> BatchResult:
+        return await self._run.next()
+
+    async def __aenter__(self) -> FanOut:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Cancel every call and poll of this batch; nothing more is sent."""
+        await self._run.aclose()
+
+    def __del__(self) -> None:
+        run = getattr(self, "_run", None)
+        if run is not None:
+            run.cancel()
+
+
 class _Run:
-    """The mutable state of one batch."""
+    """The engine of one :class:`FanOut`."""
 
-    total: int
-    progress: Callable[[BatchProgress], None] | None
-    gets: Callable[[], int]
-    queued: int = 0
-    dispatched: int = 0
-    synthesizing: int = 0
-    done: int = 0
-    failed: int = 0
-    results: asyncio.Queue[BatchResult] = attrs.Factory(asyncio.Queue)
-    stop: asyncio.Future[AurousError] | None = None
-    unfinished: set[str] = attrs.Factory(set)
+    def __init__(
+        self,
+        ids: Sequence[str],
+        *,
+        resynthesize: Resynthesize,
+        save: Callable[[str], Awaitable[Character]],
+        scheduler: PollScheduler,
+        clock: Clock,
+        force_all: bool | None,
+        auto_save: bool,
+        timeout: float | None,
+        concurrency: int,
+        progress: Callable[[BatchProgress], None] | None,
+        batches: set[Callable[[], None]],
+    ) -> None:
+        self._ids = list(ids)
+        self._resynthesize = resynthesize
+        self._save = save
+        self._scheduler = scheduler
+        self._clock = clock
+        self._force_all = force_all
+        self._auto_save = auto_save
+        self._timeout = timeout
+        self._progress = progress
+        self._batches = batches
+        self._slots = asyncio.Semaphore(concurrency)
+        self._queue = collections.deque(self._ids)  # not dispatched yet, in order
+        self._unfinished = set(self._ids)
+        self._results: collections.deque[BatchResult] = collections.deque()
+        self._wakeup: asyncio.Future[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._dispatcher: asyncio.Task[None] | None = None
+        # The call waiting for its rate-limit token: (id, its task, token granted).
+        self._waiting_token: tuple[str, asyncio.Task[None], asyncio.Future[None]] | None = None
+        self._stop: AurousError | None = None  # dispatching ended (402, deadline, closed)
+        self._fatal: BaseException | None = None
+        self._deadline: float | None = None
+        self._started = self._closed = False
+        self._counts = dict(dispatched=0, synthesizing=0, done=0, failed=0, charged=0)
 
-    def report(self, character_id: str | None = None, state: str | None = None) -> None:
-        if self.progress is not None:
-            self.progress(BatchProgress(
-                total=self.total, queued=self.queued, dispatched=self.dispatched,
-                synthesizing=self.synthesizing, done=self.done, failed=self.failed,
-                gets=self.gets(), character_id=character_id, state=state,
-            ))
+    # -- the consumer's side ---------------------------------------------------------------
 
-    def finish(self, result: BatchResult) -> None:
-        if result.character_id not in self.unfinished:
-            return  # already reported (the session closed under it)
-        self.unfinished.discard(result.character_id)
-        if result.ok:
-            self.done += 1
-        else:
-            self.failed += 1
-        self.results.put_nowait(result)
-        self.report(result.character_id, "done" if result.ok else "failed")
+    async def next(self) -> BatchResult:
+        if not self._started:
+            self._start()
+        while not self._results:
+            if self._fatal is not None:
+                await self.aclose()
+                raise self._fatal
+            if not self._unfinished or self._closed:
+                await self.aclose()
+                raise StopAsyncIteration
+            self._resume_dispatch()
+            self._wakeup = asyncio.get_running_loop().create_future()
+            try:
+                await self._wakeup
+            except BaseException:
+                # The consumer was cancelled (a web client went away): end it all, as
+                # the finally of an async generator would.
+                await self.aclose()
+                raise
+            finally:
+                self._wakeup = None
+                self._pause_dispatch()
+        return self._results.popleft()
 
-    def halt(self, error: AurousError) -> None:
-        assert self.stop is not None
-        if not self.stop.done():
-            self.stop.set_result(error)
+    def cancel(self) -> None:
+        """End every task of this run now (without waiting for them)."""
+        self._closed = True
+        self._batches.discard(self._shutdown)
+        for task in (self._dispatcher, *self._tasks):
+            if task is not None:
+                task.cancel()
 
+    async def aclose(self) -> None:
+        tasks = [t for t in (self._dispatcher, *self._tasks) if t is not None]
+        self.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
-async def resynthesize_many(
-    characters: Characters,
-    ids: Sequence[str],
-    *,
-    force_all: bool | None,
-    auto_save: bool,
-    timeout: float | None,
-    concurrency: int | None,
-    progress: Callable[[BatchProgress], None] | None,
-) -> AsyncIterator[BatchResult]:
-    """See :meth:`Characters.resynthesize_many`."""
-    session = characters._session
-    clock = session.clock
-    loop = asyncio.get_running_loop()
-    id_list = list(ids)  # validated by the caller
-    deadline = clock.monotonic() + timeout if timeout is not None else None
-    run = _Run(total=len(id_list), progress=progress,
-               gets=lambda: session._scheduler.polls_sent, queued=len(id_list),
-               unfinished=set(id_list))
-    run.stop = loop.create_future()
-    # In-flight POSTs are bounded by `concurrency`, else by the connection pool.
-    slots = asyncio.Semaphore(concurrency or session._connection_limit)
-    items: set[asyncio.Task[None]] = set()
+    # -- dispatch ------------------------------------------------------------------------
 
-    async def follow(character_id: str, has_token: asyncio.Future[None]) -> None:
+    def _start(self) -> None:
+        self._started = True
+        if self._timeout is not None:
+            self._deadline = self._clock.monotonic() + self._timeout
+        self._batches.add(self._shutdown)
+        self._report()
+
+    def _resume_dispatch(self) -> None:
+        if self._dispatcher is None and self._queue and self._stop is None:
+            self._dispatcher = self._spawn(self._dispatch(), "resynthesize_many dispatch")
+
+    def _pause_dispatch(self) -> None:
+        """The consumer stopped waiting: send nothing more until it waits again. A call
+        still queued for its token is taken back (it has spent nothing)."""
+        if self._dispatcher is not None:
+            self._dispatcher.cancel()
+            self._dispatcher = None
+        if self._waiting_token is not None and not self._waiting_token[2].done():
+            character_id, task, _ = self._waiting_token
+            self._waiting_token = None
+            task.cancel()
+            self._queue.appendleft(character_id)
+            self._counts["dispatched"] -= 1
+
+    async def _dispatch(self) -> None:
+        while self._queue and self._stop is None:
+            await self._slots.acquire()
+            if self._stop is not None:
+                self._slots.release()
+                break
+            character_id = self._queue.popleft()
+            has_token: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            task = self._spawn(self._follow(character_id, has_token), "resynthesize_many call")
+            self._waiting_token = (character_id, task, has_token)
+            self._counts["dispatched"] += 1
+            await asyncio.wait({has_token, task}, return_when=asyncio.FIRST_COMPLETED)
+            self._waiting_token = None
+        self._dispatcher = None
+        if self._stop is not None:
+            self._fail_unsent(self._stop)
+
+    def _fail_unsent(self, error: AurousError) -> None:
+        while self._queue:
+            self._finish(BatchResult(character_id=self._queue.popleft(), error=error))
+
+    async def _follow(self, character_id: str, has_token: asyncio.Future[None]) -> None:
+        """POST one resynthesize (retrying transient failures with the same key), then
+        watch it to its end."""
         def token_granted() -> None:
             if not has_token.done():
                 has_token.set_result(None)
+                self._report(character_id, "dispatched")
 
-        on_token(token_granted)
+        key = str(uuid.uuid4())  # minted here, so every retry of this id reuses it
         try:
-            with deadline_scope(deadline):
-                character = await characters.resynthesize(character_id, force_all=force_all)
+            character = await self._post(character_id, key, token_granted)
         except AurousError as exc:
             if isinstance(exc, InsufficientCreditsError) or not has_token.done():
                 # Out of credits, or out of time before a token: the rest share the fate.
-                run.halt(exc)
-            run.dispatched -= 1
-            run.finish(BatchResult(character_id=character_id, error=exc))
+                self._stop = self._stop or exc
+            self._counts["dispatched"] -= 1
+            self._finish(BatchResult(character_id=character_id, error=flow_error(exc)))
+            if self._stop is not None:
+                self._fail_unsent(self._stop)
             return
         finally:
-            slots.release()
-            token_granted()
-        run.dispatched -= 1
-        run.synthesizing += 1
-        last: Character = character
+            self._slots.release()
+        self._counts["dispatched"] -= 1
+        self._counts["synthesizing"] += 1
+        self._counts["charged"] += 1
+        await self._watch(character_id, character)
+
+    async def _post(self, character_id: str, key: str,
+                    token_granted: Callable[[], None]) -> Character:
+        wait, started, tries = _BACKOFF_START, self._clock.monotonic(), 0
+        while True:
+            notify_on_token(token_granted)
+            tries += 1
+            try:
+                with deadline_scope(self._deadline):
+                    return await self._resynthesize(character_id, force_all=self._force_all,
+                                                    idempotency_key=key)
+            except AurousError as exc:
+                budget_end = self._deadline if self._deadline is not None \
+                    else started + OUTAGE_BUDGET
+                # A 409 for our key on a repeat means our own earlier POST still runs.
+                ours = tries > 1 and isinstance(exc, IdempotencyKeyInUseError)
+                if not (ours or is_transient(exc)) or self._clock.monotonic() + wait > budget_end:
+                    raise
+            await self._clock.sleep(wait)
+            wait = min(wait * 2, _BACKOFF_CAP)
+
+    async def _watch(self, character_id: str, character: Character) -> None:
+        last = character
         try:
             async for update in watch_character(
-                session._scheduler, characters.save, character_id, clock=clock,
-                auto_save=auto_save, deadline=deadline, known=character,
+                self._scheduler, self._save, character_id, clock=self._clock,
+                auto_save=self._auto_save, deadline=self._deadline, known=character,
             ):
                 last = update.character
-                run.report(character_id, update.status.value)
+                self._report(character_id, update.status.value)
         except AurousError as exc:
-            run.synthesizing -= 1
-            run.finish(BatchResult(character_id=character_id,
-                                   character=getattr(exc, "character", None) or last, error=exc))
+            self._counts["synthesizing"] -= 1
+            self._finish(BatchResult(character_id=character_id,
+                                     character=getattr(exc, "character", None) or last,
+                                     error=exc))
             return
-        run.synthesizing -= 1
-        error = SynthesisFailedError(last) if last.status == CharacterStatus.FAILED else None
-        run.finish(BatchResult(character_id=character_id, character=last, error=error))
+        self._counts["synthesizing"] -= 1
+        error: AurousError | None = None
+        if last.status == CharacterStatus.FAILED:
+            error = SynthesisFailedError(last)
+        elif last.status == CharacterStatus.DELETED:
+            error = NotFoundError(f"{character_id} was deleted during the batch", status=404,
+                                  code="character_deleted")
+        self._finish(BatchResult(character_id=character_id, character=last, error=error))
 
-    async def dispatch() -> None:
-        assert run.stop is not None
-        for index, character_id in enumerate(id_list):
-            if run.stop.done():
-                unsent = id_list[index:]
-                break
-            await slots.acquire()
-            if run.stop.done():
-                slots.release()
-                unsent = id_list[index:]
-                break
-            run.queued -= 1
-            run.dispatched += 1
-            run.report(character_id, "dispatched")
-            has_token: asyncio.Future[None] = loop.create_future()
-            task = loop.create_task(follow(character_id, has_token))
-            items.add(task)
-            task.add_done_callback(items.discard)
-            waits: set[asyncio.Future[Any]] = {has_token, task, run.stop}
-            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-            if run.stop.done() and not has_token.done():
-                # Still waiting for its token: never sent. Cancelling it is safe (the
-                # limiter gives no token to a cancelled waiter).
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
-                run.dispatched -= 1
-                run.queued += 1
-                unsent = id_list[index:]
-                break
-        else:
+    # -- results, errors, progress -------------------------------------------------------
+
+    def _finish(self, result: BatchResult) -> None:
+        if result.character_id not in self._unfinished:
+            return  # already reported (the session closed under it)
+        self._unfinished.discard(result.character_id)
+        self._counts["done" if result.ok else "failed"] += 1
+        self._results.append(result)
+        self._report(result.character_id, "done" if result.ok else "failed")
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._wakeup is not None and not self._wakeup.done():
+            self._wakeup.set_result(None)
+
+    def _report(self, character_id: str | None = None, state: str | None = None) -> None:
+        if self._progress is None or self._fatal is not None:
             return
-        error = run.stop.result()
-        for character_id in unsent:
-            run.queued -= 1
-            run.finish(BatchResult(character_id=character_id, error=error))
+        counts = self._counts
+        try:
+            self._progress(BatchProgress(
+                total=len(self._ids), queued=len(self._queue), dispatched=counts["dispatched"],
+                synthesizing=counts["synthesizing"], done=counts["done"],
+                failed=counts["failed"], charged=counts["charged"],
+                gets=self._scheduler.polls_sent, character_id=character_id, state=state,
+            ))
+        except Exception as exc:
+            self._fatal = exc
+            self._wake()
 
-    dispatcher = loop.create_task(dispatch(), name="aurous-async resynthesize_many")
+    def _spawn(self, coro: Any, name: str) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(coro, name=f"aurous-async {name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
 
-    def shutdown() -> None:
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None and self._fatal is None:
+            # Not an AurousError (those become results): a bug or a third-party part.
+            self._fatal = task.exception()
+            self._wake()
+
+    def _shutdown(self) -> None:
         """The session is closing: end every call and report what is left."""
-        for task in (dispatcher, *items):
-            task.cancel()
+        for task in (self._dispatcher, *self._tasks):
+            if task is not None:
+                task.cancel()
+        self._queue.clear()
         error = SessionClosedError("the session was closed during resynthesize_many")
-        run.queued = run.dispatched = run.synthesizing = 0
-        for character_id in [c for c in id_list if c in run.unfinished]:
-            run.finish(BatchResult(character_id=character_id, error=error))
+        for character_id in [c for c in self._ids if c in self._unfinished]:
+            self._finish(BatchResult(character_id=character_id, error=error))
+        self._closed = True
 
-    session._batches.add(shutdown)
-    try:
-        run.report()
-        for _ in range(len(id_list)):
-            getter = asyncio.ensure_future(run.results.get())
-            while not getter.done():
-                watch = {getter} if dispatcher.done() else {getter, dispatcher}
-                await asyncio.wait(watch, return_when=asyncio.FIRST_COMPLETED)
-                if dispatcher.done() and not dispatcher.cancelled() and dispatcher.exception():
-                    getter.cancel()
-                    raise dispatcher.exception()  # type: ignore[misc]
-            yield getter.result()
-    finally:
-        session._batches.discard(shutdown)
-        pending = [dispatcher, *items]
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
+
+def flow_error(error: AurousError) -> AurousError:
+    """What a flow reports: a deadline passed below it is the flow's WatchTimeoutError."""
+    if isinstance(error, DeadlineExceededError) and not isinstance(error, WatchTimeoutError):
+        converted = WatchTimeoutError(str(error))
+        converted.idempotency_key = error.idempotency_key
+        converted.may_have_been_processed = error.may_have_been_processed
+        return converted
+    return error

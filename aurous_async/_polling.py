@@ -1,5 +1,5 @@
-"""Polling: how often (:class:`PollPolicy`), from where (:class:`PollScheduler`, one per
-session), and what watchers see (:func:`watch_character`)."""
+"""Polling: how often (:class:`PollPolicy`) and from where (:class:`PollScheduler`, one
+per session). What a watcher sees is built on top, in ``_watch.py``."""
 
 from __future__ import annotations
 
@@ -9,23 +9,40 @@ import itertools
 import math
 import random
 import statistics
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import attrs
 
 from ._clock import Clock
-from ._errors import AurousError, NotFoundError, SessionClosedError, WatchTimeoutError
-from ._models import Character, CharacterStatus, StatusUpdate
-from ._transport import deadline_scope
+from ._errors import (
+    APIConnectionError,
+        MalformedResponseError,
+    RateLimitError,
+    ServerError,
+    SessionClosedError,
+)
+from ._models import Character, CharacterStatus
+from ._validate import number
 
-__all__ = ["DurationEstimate", "PollPolicy", "PollScheduler", "watch_character"]
+__all__ = ["DurationEstimate", "PollPolicy", "PollScheduler", "is_transient"]
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether ``error`` may pass by itself (an outage, a restart, a busy server): a
+    watcher or fan-out waits it out instead of giving up."""
+    if isinstance(error, APIConnectionError):
+        return error.transient
+    if isinstance(error, MalformedResponseError):
+        return error.code == "invalid_json"
+    return isinstance(error, (ServerError, RateLimitError))
+
+
+#: Multipliers beyond this make no schedule sense and overflow when raised to a power.
+_MAX_MULTIPLIER = 100.0
 
 
 def _non_negative(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{attribute.name} must be a number, not {type(value).__name__}")
-    if not (value >= 0 and math.isfinite(value)):
-        raise ValueError(f"{attribute.name} must be a finite number >= 0, got {value!r}")
+    number(value, attribute.name, minimum=0)
 
 
 @attrs.frozen
@@ -57,8 +74,8 @@ class PollPolicy:
             raise ValueError("interval must be > 0")
         if self.max_interval < self.interval:
             raise ValueError("max_interval must be >= interval")
-        if self.multiplier < 1:
-            raise ValueError("multiplier must be >= 1")
+        if not 1 <= self.multiplier <= _MAX_MULTIPLIER:
+            raise ValueError(f"multiplier must be between 1 and {_MAX_MULTIPLIER:g}")
         if self.jitter >= 1:
             raise ValueError("jitter must be < 1 (a fraction of the delay)")
 
@@ -84,30 +101,39 @@ class _Subscription:
 
     # Thousands of these live at once: a list and a bare future instead of a deque and an
     # asyncio.Event (each of which carries a 600-byte block) keep a watcher under 5 KB.
-    __slots__ = ("character_id", "closed", "error", "last_status", "pending", "polls", "waiter")
+    __slots__ = ("character_id", "closed", "error", "last_status", "pending", "polls",
+                 "scheduler", "waiter")
 
-    def __init__(self, character_id: str) -> None:
+    def __init__(self, character_id: str, scheduler: PollScheduler) -> None:
         self.character_id = character_id
+        self.scheduler = scheduler
         self.pending: list[Character] = []
         self.waiter: asyncio.Future[None] | None = None
         self.last_status: CharacterStatus | None = None
-        self.error: AurousError | None = None
+        self.error: BaseException | None = None
         self.polls = 0
         self.closed = False
 
-    def _deliver(self, character: Character) -> None:
+    def take(self) -> Character:
+        """The oldest unread state; reading the last one lets polling go on."""
+        character = self.pending.pop(0)
+        if not self.pending:
+            self.scheduler.drained(self.character_id)
+        return character
+
+    def deliver(self, character: Character) -> None:
         self.polls += 1
         # Keep only changes: a slow reader holds one entry per status change at most.
         if character.status != self.last_status:
             self.last_status = character.status
             self.pending.append(character)
-        self._wake()
+        self.wake()
 
-    def _fail(self, error: AurousError) -> None:
+    def fail(self, error: BaseException) -> None:
         self.error = error
-        self._wake()
+        self.wake()
 
-    def _wake(self) -> None:
+    def wake(self) -> None:
         if self.waiter is not None and not self.waiter.done():
             self.waiter.set_result(None)
 
@@ -117,7 +143,9 @@ class _Watched:
 
     __slots__ = (
         "due",
+        "failures",
         "known",
+        "parked",
         "poll",
         "polled",
         "started",
@@ -132,6 +160,8 @@ class _Watched:
         self.known = known
         self.status = known.status if known is not None else None
         self.unchanged = 0
+        self.failures = 0  # transient poll failures in a row
+        self.parked = False  # due, but every watcher has unread states: no poll for now
         self.due = -math.inf
         # A synthesis we saw start (a POST just answered `synthesizing`): when, and how
         # many polls it has had; it teaches the duration estimate.
@@ -156,9 +186,13 @@ class DurationEstimate:
     45.0
     """
 
-    def __init__(self, *, quantile: float = 0.7, bootstrap: int = 5, step: float = 0.05) -> None:
+    def __init__(self, *, quantile: float = 0.7, bootstrap: int = 5, step: float = 0.05,
+                 minimum: float = 1.0, maximum: float = 600.0) -> None:
         self.quantile = quantile
         self.step = step
+        # Bounded, so a run of very slow (or instant) syntheses cannot push the first
+        # poll out for ever (or make it spin).
+        self.minimum, self.maximum = minimum, maximum
         self._bootstrap = bootstrap
         self._samples: list[float] = []
         self.value: float | None = None
@@ -168,7 +202,7 @@ class DurationEstimate:
         if self.value is None:
             self._samples.append(float(upper_bound))
             if len(self._samples) >= self._bootstrap:
-                self.value = statistics.median(self._samples)
+                self.value = self._bounded(statistics.median(self._samples))
 
     def first_poll(self, done: bool) -> None:
         """What the first poll at the estimate found."""
@@ -176,7 +210,11 @@ class DurationEstimate:
             return
         # Stochastic quantile tracking: up by q*step when short, down by (1-q)*step.
         change = self.step * self.value
-        self.value += -change * (1 - self.quantile) if done else change * self.quantile
+        change = -change * (1 - self.quantile) if done else change * self.quantile
+        self.value = self._bounded(self.value + change)
+
+    def _bounded(self, value: float) -> float:
+        return min(self.maximum, max(self.minimum, value))
 
 
 class PollScheduler:
@@ -188,6 +226,12 @@ class PollScheduler:
     and each takes a ``characters_get`` token from the session's limiter, so the total
     never exceeds the GET budget; polls start in due-time order, so when the budget is
     tight every watcher waits its turn and none starves.
+
+    Polling is pulled by the watchers: a character comes due only while some watcher of
+    it has read every state it was given, so watchers whose consumer stopped reading cost
+    no GETs. A transient failure (outage, 5xx, 429, timeout) is retried on the policy's
+    growing schedule, never passed on; anything else (404, 401, 403, a bug) is passed to
+    every watcher of that character, and the next watcher starts afresh.
     """
 
     def __init__(
@@ -221,27 +265,40 @@ class PollScheduler:
         """How many characters are being watched."""
         return len(self._watched)
 
-    def subscribe(self, character_id: str, known: Character | None = None) -> _Subscription:
+    def subscribe(self, character_id: str, known: Character | None = None, *,
+                  deadline: float | None = None) -> _Subscription:
         """Start watching ``character_id``. With ``known`` (a state the caller just got)
-        the first poll waits one interval; without, it goes out at once."""
+        the first poll waits one interval, or the learned synthesis time; without, it goes
+        out at once. No first poll is planned past ``deadline``."""
         if self._closed:
-            raise RuntimeError("the session is closed")
-        sub = _Subscription(character_id)
+            raise SessionClosedError("the session is closed")
+        sub = _Subscription(character_id, self)
+        now = self._clock.monotonic()
         watched = self._watched.get(character_id)
         if watched is None:
-            watched = self._watched[character_id] = _Watched(known, self._clock.monotonic())
-            delay = 0.0 if known is None else None
+            watched = self._watched[character_id] = _Watched(known, now)
+            delay = 0.0 if known is None else self.policy.delay(0, self._rng)
             if watched.started is not None and self.policy.learn and self.estimate.value:
                 delay = self.estimate.value * (1 + self._rng.uniform(0, self.policy.jitter))
             self._schedule(character_id, watched, delay)
         elif known is not None and watched.known is None:
             watched.known = known
+        if deadline is not None and watched.due > deadline and not watched.parked:
+            # Look once before the caller's time is up rather than never.
+            self._schedule(character_id, watched, max(0.0, (deadline - now) * 0.9))
         if watched.known is not None:
             sub.last_status = watched.known.status
             sub.pending.append(watched.known)
         watched.subscribers.add(sub)
         self._ensure_runner()
         return sub
+
+    def drained(self, character_id: str) -> None:
+        """A watcher read its last state: a parked character may be polled again."""
+        watched = self._watched.get(character_id)
+        if watched is not None and watched.parked:
+            watched.parked = False
+            self._schedule(character_id, watched, 0.0)
 
     def unsubscribe(self, sub: _Subscription) -> None:
         sub.closed = True
@@ -260,7 +317,7 @@ class PollScheduler:
 
     def _schedule(self, character_id: str, watched: _Watched, delay: float | None) -> None:
         if delay is None:
-            delay = self.policy.delay(watched.unchanged, self._rng)
+            delay = self.policy.delay(watched.unchanged + watched.failures, self._rng)
         watched.due = self._clock.monotonic() + delay
         heapq.heappush(self._heap, (watched.due, next(self._seq), character_id))
         if self._wakeup is not None:
@@ -296,7 +353,9 @@ class PollScheduler:
             if self._slots is not None:
                 await self._slots.acquire()
             watched = self._watched.get(character_id)
-            if watched is None or watched.due != due:
+            if watched is None or watched.due != due or not _wanted(watched):
+                if watched is not None and watched.due == due:
+                    watched.parked, watched.due = True, math.inf
                 if self._slots is not None:
                     self._slots.release()
                 continue
@@ -320,17 +379,14 @@ class PollScheduler:
             self.polls_sent += 1
             try:
                 character = await self._fetch(character_id)
-            except AurousError as exc:
-                watched = self._watched.get(character_id)
-                if watched is not None:
-                    watched.poll = None
-                    for sub in list(watched.subscribers):
-                        sub._fail(exc)
+            except Exception as exc:
+                self._failed(character_id, exc)
                 return
             watched = self._watched.get(character_id)
             if watched is None:
                 return
             watched.poll = None
+            watched.failures = 0
             self._learn(watched, character)
             if character.status == watched.status:
                 watched.unchanged += 1
@@ -339,12 +395,27 @@ class PollScheduler:
                 watched.status = character.status
             watched.known = character
             for sub in list(watched.subscribers):
-                sub._deliver(character)
+                sub.deliver(character)
             if character_id in self._watched:
                 self._schedule(character_id, watched, None)
         finally:
             if self._slots is not None:
                 self._slots.release()
+
+    def _failed(self, character_id: str, error: Exception) -> None:
+        watched = self._watched.get(character_id)
+        if watched is None:
+            return
+        watched.poll = None
+        if is_transient(error):
+            # Ride it out: the watchers' own deadlines end the wait if it lasts.
+            watched.failures += 1
+            self._schedule(character_id, watched, None)
+            return
+        # Final for these watchers; whoever watches next starts with a fresh poll.
+        del self._watched[character_id]
+        for sub in list(watched.subscribers):
+            sub.fail(error)
 
     def _learn(self, watched: _Watched, character: Character) -> None:
         if watched.started is None:
@@ -358,7 +429,8 @@ class PollScheduler:
             watched.started = None
 
     async def aclose(self) -> None:
-        """Stop polling: cancel the runner and every poll in flight."""
+        """Stop polling: cancel the runner and every poll in flight; every watcher ends
+        with :class:`SessionClosedError`."""
         self._closed = True
         tasks = [t for t in (self._runner, *self._polls) if t is not None and not t.done()]
         for task in tasks:
@@ -366,77 +438,11 @@ class PollScheduler:
         await asyncio.gather(*tasks, return_exceptions=True)
         for watched in self._watched.values():
             for sub in watched.subscribers:
-                sub._fail(SessionClosedError("the session was closed"))
+                sub.fail(SessionClosedError("the session was closed"))
         self._watched.clear()
         self._heap.clear()
 
 
-async def _next_state(sub: _Subscription, clock: Clock, deadline: float | None) -> Character:
-    """The next state change for ``sub``; raises its error, or WatchTimeoutError."""
-    while not sub.pending:
-        if sub.error is not None:
-            raise sub.error
-        timer = None
-        if deadline is not None:
-            left = deadline - clock.monotonic()
-            if left <= 0:
-                raise WatchTimeoutError(f"watching {sub.character_id}: the timeout passed")
-            timer = clock.call_later(left, sub._wake)
-        sub.waiter = asyncio.get_running_loop().create_future()
-        try:
-            await sub.waiter
-        finally:
-            sub.waiter = None
-            if timer is not None:
-                timer.cancel()
-    return sub.pending.pop(0)
-
-
-async def watch_character(
-    scheduler: PollScheduler,
-    save: Callable[[str], Awaitable[Character]],
-    character_id: str,
-    *,
-    clock: Clock,
-    auto_save: bool,
-    deadline: float | None,
-    known: Character | None = None,
-) -> AsyncIterator[StatusUpdate]:
-    """The StatusUpdates of one character: first state, each change, terminal last."""
-    started = clock.monotonic()
-    sub = scheduler.subscribe(character_id, known)
-    previous: CharacterStatus | None = None
-    last: Character | None = known
-    try:
-        while True:
-            try:
-                character = await _next_state(sub, clock, deadline)
-            except NotFoundError:
-                if last is None:
-                    raise
-                # Seen before, gone now: deleted (soft deletes answer 404 too).
-                character = attrs.evolve(last, status=CharacterStatus.DELETED)
-            except WatchTimeoutError as exc:
-                exc.character = last
-                raise
-            last = character
-            status = character.status
-            if status == CharacterStatus.REVIEWING and auto_save:
-                yield StatusUpdate(character=character, status=status, previous_status=previous,
-                                   terminal=False, polls=sub.polls,
-                                   elapsed=clock.monotonic() - started)
-                previous = status
-                with deadline_scope(deadline):
-                    character = await save(character_id)
-                last, status = character, character.status
-            terminal = status.is_terminal and not (
-                status == CharacterStatus.REVIEWING and auto_save
-            )
-            yield StatusUpdate(character=character, status=status, previous_status=previous,
-                               terminal=terminal, polls=sub.polls,
-                               elapsed=clock.monotonic() - started)
-            if terminal:
-                return
-            previous = status
-    finally:
-        scheduler.unsubscribe(sub)
+def _wanted(watched: _Watched) -> bool:
+    """Some watcher has read everything it was given (so a new state is of use)."""
+    return any(not sub.pending for sub in watched.subscribers)

@@ -2,61 +2,42 @@
 
 Each bucket holds up to ``burst`` tokens and gains ``rate`` tokens every ``period``
 seconds, exactly as the server's do (api-spec.md §2.8). Every attempt of a call — retries
-included — takes one token of its bucket before it is sent.
-
-Scheduling (after aiolimiter, but strictly first-in first-out): a caller that finds the
-bucket non-empty *and nobody queued* takes a token at once. Everyone else joins a FIFO
-queue of futures. One timer per bucket — never one per waiter — fires when the next
-token is due and hands tokens to the head of the queue. A cancelled waiter is skipped; if
-it was cancelled after being handed a token, the token goes back to the bucket, so
-cancellation never loses a token nor holds up the queue.
-
-The server corrects us: ``X-RateLimit-Remaining`` (or ``RateLimit-Remaining``) lower our
-tokens when someone else spent from the team's bucket, and a 429 empties the bucket until
-its ``Retry-After`` has passed.
+included — takes one token of its bucket before it is sent. The counting and queueing
+are in ``_bucket.py``; this module has the specs, the :class:`RateLimiter` protocol, the
+in-memory limiter and the process-wide sharing of its buckets.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import hashlib
-import math
+import threading
 import weakref
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import attrs
 
-from ._clock import Clock, SystemClock, TimerHandle
-from ._errors import WatchTimeoutError
+from ._bucket import MAX_BLOCK, TokenState
+from ._clock import Clock, SystemClock
+from ._validate import integer, number
 
 __all__ = [
+    "MAX_BLOCK",
     "InMemoryRateLimiter",
     "RateLimit",
     "RateLimitFeedback",
     "RateLimiter",
     "RateLimits",
+    "adapt_limiter",
     "shared_limiter",
 ]
 
-# Float refills land a hair under whole tokens; a token is a token within this slack.
-_EPSILON = 1e-9
-#: The longest a 429 can block a bucket, whatever its Retry-After says (seconds).
-MAX_BLOCK = 120.0
-
-
 def _positive(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{attribute.name} must be a number, not {type(value).__name__}")
-    if not (value > 0 and math.isfinite(value)):
-        raise ValueError(f"{attribute.name} must be a positive finite number, got {value!r}")
+    number(value, attribute.name)
 
 
 def _positive_int(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{attribute.name} must be an int, not {type(value).__name__}")
-    if value < 1:
-        raise ValueError(f"{attribute.name} must be at least 1, got {value!r}")
+    integer(value, attribute.name, minimum=1)
 
 
 @attrs.frozen
@@ -70,6 +51,10 @@ class RateLimit:
     rate: float = attrs.field(validator=_positive)
     period: float = attrs.field(validator=_positive)
     burst: int = attrs.field(validator=_positive_int)
+
+    def __attrs_post_init__(self) -> None:
+        # Each of rate and period may be fine while their ratio under- or overflows.
+        number(self.rate / self.period, "rate / period (tokens per second)")
 
     @property
     def per_second(self) -> float:
@@ -119,192 +104,66 @@ class RateLimitFeedback:
 class RateLimiter(Protocol):
     """What the session needs of a limiter; pass your own as ``rate_limits=``.
 
-    ``acquire`` waits for one token of ``bucket``; it raises :class:`WatchTimeoutError`
-    at once if the token cannot come before ``deadline`` (a ``clock.monotonic()`` time).
-    ``observe`` receives what each response said about the bucket. A limiter may also
-    have ``release(bucket)``: the session calls it to give back a token whose request was
-    cancelled or refused before it went out.
+    ``acquire`` waits for one token of ``bucket``; it raises
+    :class:`~aurous_async._errors.DeadlineExceededError` at once if the token cannot come
+    before ``deadline`` (a ``clock.monotonic()`` time). ``observe`` receives what each
+    response said about the bucket. ``release`` gives back a token whose request was
+    cancelled or refused before it went out. A limiter of yours without ``release`` is
+    accepted too: the session then never gives tokens back (see :func:`adapt_limiter`).
     """
 
     async def acquire(self, bucket: str, *, deadline: float | None = None) -> None: ...
 
     def observe(self, bucket: str, feedback: RateLimitFeedback) -> None: ...
 
+    def release(self, bucket: str) -> None: ...
 
-class _Bucket:
-    """One FIFO token bucket (see the module docstring)."""
 
-    def __init__(self, limit: RateLimit, clock: Clock, *, phase_sync: bool) -> None:
-        self.phase_sync = phase_sync
-        self.capacity = float(limit.burst)
-        self.rate = limit.per_second
-        self.clock = clock
-        self.tokens = self.capacity
-        self.updated = clock.monotonic()
-        self.blocked_until = -math.inf
-        self.waiters: collections.deque[asyncio.Future[None]] = collections.deque()
-        self.live_waiters = 0
-        self.timer: TimerHandle | None = None
-        self.timer_at = math.inf
-        # Phase: when the bucket last left "full", and whether an answer has since told
-        # us when the server's refill clock started. See _take and observe.
-        self.phase_start = -math.inf
-        self.phase_confirmed = True
-        self.lag = 0.0  # the longest recent round trip, in clock seconds
+class _WithoutRelease:
+    """A caller's limiter that has ``acquire`` and ``observe`` but no ``release``."""
 
-    def _refill(self, now: float) -> None:
-        if now > self.updated:
-            self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
-            self.updated = now
+    def __init__(self, limiter: Any) -> None:
+        self.limiter = limiter
 
-    def _ready_at(self, now: float, tokens_needed: float) -> float:
-        """When we will hold ``tokens_needed`` tokens (and no 429 blocks us); while the
-        refill clock waits for an answer, estimated from the longest round trip seen."""
-        missing = max(0.0, tokens_needed - self.tokens)
-        start = self.updated if self.phase_confirmed else self.phase_start + self.lag
-        return max(self.blocked_until, max(now, start) + missing / self.rate)
+    async def acquire(self, bucket: str, *, deadline: float | None = None) -> None:
+        await self.limiter.acquire(bucket, deadline=deadline)
 
-    def _take(self, now: float) -> None:
-        if self.phase_sync and self.tokens >= self.capacity - _EPSILON:
-            # Leaving "full" starts the refill clock. The server's starts only when our
-            # first request *arrives*, later than now; counting from now would run ahead
-            # of the server by that latency and earn a 429 on the first refilled token.
-            # So refill waits for the first answer of this phase (see observe).
-            self.phase_start = now
-            self.phase_confirmed = False
-            self.updated = math.inf
-        self.tokens -= 1
+    def observe(self, bucket: str, feedback: RateLimitFeedback) -> None:
+        self.limiter.observe(bucket, feedback)
 
-    async def acquire(self, deadline: float | None) -> None:
-        now = self.clock.monotonic()
-        self._refill(now)
-        if not self.live_waiters and now >= self.blocked_until and self.tokens >= 1 - _EPSILON:
-            self._take(now)
-            return
-        # Our turn comes once everyone queued before us, and we, have a token.
-        eta = self._ready_at(now, self.live_waiters + 1)
-        if deadline is not None and eta > deadline:
-            raise WatchTimeoutError(
-                f"a rate-limit wait of {eta - now:.1f}s would pass the deadline"
-            )
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.waiters.append(future)
-        self.live_waiters += 1
-        self._arm(now)
-        try:
-            await future
-        except asyncio.CancelledError:
-            if future.done() and not future.cancelled():
-                # Handed a token in the same loop tick we were cancelled: give it back.
-                self.tokens += 1
-            else:
-                future.cancel()
-                self.live_waiters -= 1
-            self._wake()
-            raise
+    def release(self, bucket: str) -> None:
+        """No-op: this limiter cannot take tokens back."""
 
-    def _on_timer(self) -> None:
-        self.timer, self.timer_at = None, math.inf
-        self._wake()
+    def __repr__(self) -> str:
+        return repr(self.limiter)
 
-    def _wake(self) -> None:
-        """Hand out what tokens there are, in queue order, then re-arm the timer."""
-        now = self.clock.monotonic()
-        self._refill(now)
-        while self.waiters and self.waiters[0].done():  # cancelled: skip
-            self.waiters.popleft()
-        if now >= self.blocked_until:
-            while self.waiters and self.tokens >= 1 - _EPSILON:
-                future = self.waiters.popleft()
-                if future.done():
-                    continue
-                self._take(now)
-                self.live_waiters -= 1
-                future.set_result(None)
-        self._arm(now)
 
-    def _arm(self, now: float) -> None:
-        """Keep exactly one timer, set for when the head of the queue can go."""
-        if not self.live_waiters:
-            if self.timer is not None:
-                self.timer.cancel()
-                self.timer, self.timer_at = None, math.inf
-            return
-        at = self._ready_at(now, 1.0)
-        if not self.phase_confirmed:
-            return  # observe() re-arms once an answer starts the refill clock
-        if self.timer is not None and self.timer_at <= at:
-            return
-        if self.timer is not None:
-            self.timer.cancel()
-        self.timer_at = at
-        self.timer = self.clock.call_later(at - now, self._on_timer)
-
-    def observe(self, feedback: RateLimitFeedback) -> None:
-        now = self.clock.monotonic()
-        self._refill(now)
-        sent, received = feedback.sent_at, feedback.received_at
-        if sent is not None and received is not None:
-            self.lag = max(self.lag * 0.98, received - sent)
-            if not self.phase_confirmed and sent >= self.phase_start:
-                # The first request of this phase reached the server no later than this
-                # attempt ended (answered or not): the server's refill clock is running
-                # by now, so ours may start.
-                self.phase_confirmed = True
-                self.updated = max(self.phase_start, received)
-        if feedback.limited:
-            self.tokens = min(self.tokens, 0.0)
-            wait = feedback.retry_after if feedback.retry_after is not None else 1 / self.rate
-            # A hostile or broken Retry-After must not stall every caller for ever.
-            self.blocked_until = max(self.blocked_until, now + min(wait, MAX_BLOCK))
-        else:
-            # The server's count is the truth about the team's bucket, but a blurred one:
-            # Remaining is rounded down, and the bucket has refilled since the request
-            # arrived (up to a round trip ago). Only a count lower than that blur can
-            # explain means someone else (another process, a script) spent tokens.
-            trip = (received - sent) if sent is not None and received is not None else 0.0
-            blur = 1.0 + trip * self.rate
-            seen: float | None = None
-            if feedback.remaining is not None:
-                seen = float(feedback.remaining)
-            elif feedback.reset is not None:
-                # Reset is rounded up to a whole second.
-                until_full = max(0.0, feedback.reset - self.clock.time())
-                seen = max(0.0, self.capacity - until_full * self.rate)
-                blur += self.rate
-            if seen is not None and self.tokens > seen + blur:
-                self.tokens = seen
-        if self.live_waiters:
-            # The head's due time may have moved later; re-arm from scratch.
-            if self.timer is not None:
-                self.timer.cancel()
-                self.timer, self.timer_at = None, math.inf
-            self._arm(now)
-
-    def release(self) -> None:
-        self._refill(self.clock.monotonic())
-        self.tokens = min(self.capacity, self.tokens + 1)
-        self._wake()
-
-    @property
-    def queued(self) -> int:
-        return self.live_waiters
+def adapt_limiter(limiter: object) -> RateLimiter:
+    """``limiter`` as a full :class:`RateLimiter` (adding a no-op ``release`` to one
+    that lacks it); ``TypeError`` if it has no ``acquire`` and ``observe``."""
+    if isinstance(limiter, RateLimiter):
+        return limiter
+    if callable(getattr(limiter, "acquire", None)) and callable(getattr(limiter, "observe", None)):
+        return _WithoutRelease(limiter)
+    raise TypeError("rate_limits must be a RateLimits, a RateLimiter or None")
 
 
 class InMemoryRateLimiter:
     """Token buckets in this process, FIFO-fair and cancellation-safe.
 
-    Sessions normally share one automatically (per API key, base URL and event loop);
-    build one yourself to share it explicitly or to run it on another clock::
+    Sessions normally share buckets automatically (per API key, base URL and bucket, across
+    threads and event loops); build one yourself to share it explicitly or to run it on
+    another clock::
 
         limiter = InMemoryRateLimiter(RateLimits(), clock=ScaledClock(60))
         async with AurousSession(key, rate_limits=limiter) as s: ...
 
-    ``phase_sync`` (on by default) keeps our refill clock behind the server's: when a
-    full bucket is first spent, refilling starts only once an answer (or a failed
-    attempt) shows the request reached the server. The session reports every attempt,
-    so this costs one round trip per burst. Switch it off to use the limiter on its own,
-    with nobody calling :meth:`observe`.
+    ``phase_sync`` (on by default) keeps our buckets behind the server's: refilling after
+    a burst starts only once an answer shows the first request reached the server, and a
+    bucket's very first call goes alone so its answer's rate-limit headers can set the
+    count (a "cold start": the server's bucket may be empty from a previous run). The
+    session reports every attempt, so this costs one round trip. Switch it off to use the
+    limiter on its own, with nobody calling :meth:`observe`.
     """
 
     def __init__(
@@ -319,58 +178,98 @@ class InMemoryRateLimiter:
         if not isinstance(self.limits, RateLimits):
             raise TypeError("limits must be a RateLimits")
         self.clock: Clock = clock or SystemClock()
-        self._buckets: dict[str, _Bucket] = {}
+        self._states: dict[str, TokenState] = {}
+        self._shared_as: tuple[str, str] | None = None
 
-    def _bucket(self, name: str) -> _Bucket:
-        bucket = self._buckets.get(name)
-        if bucket is None:
-            bucket = self._buckets[name] = _Bucket(
-                self.limits.for_bucket(name), self.clock, phase_sync=self.phase_sync
-            )
-        return bucket
+    def _state(self, name: str) -> TokenState:
+        state = self._states.get(name)
+        if state is None:
+            limit = self.limits.for_bucket(name)
+            if self._shared_as is not None:
+                state = _shared_state(*self._shared_as, name, limit, self.clock)
+            else:
+                state = TokenState(capacity=limit.burst, rate=limit.per_second,
+                                   now=self.clock.monotonic(), observed=self.phase_sync)
+            self._states[name] = state
+        return state
 
     async def acquire(self, bucket: str, *, deadline: float | None = None) -> None:
         """Wait for one token of ``bucket`` (FIFO)."""
-        await self._bucket(bucket).acquire(deadline)
+        await self._state(bucket).queue(self.clock).acquire(deadline)
 
     def observe(self, bucket: str, feedback: RateLimitFeedback) -> None:
         """Fold what the server said about ``bucket`` into our count."""
-        self._bucket(bucket).observe(feedback)
+        self._state(bucket).observe(
+            self.clock.monotonic(), self.clock.time(), remaining=feedback.remaining,
+            reset=feedback.reset, retry_after=feedback.retry_after, limited=feedback.limited,
+            sent_at=feedback.sent_at, received_at=feedback.received_at,
+        )
 
     def release(self, bucket: str) -> None:
-        """Give back a token whose request never went out (optional in the protocol)."""
-        self._bucket(bucket).release()
+        """Give back a token whose request never went out."""
+        self._state(bucket).release(self.clock.monotonic())
 
     def tokens(self, bucket: str) -> float:
         """Tokens available in ``bucket`` now (for dashboards and tests)."""
-        state = self._bucket(bucket)
-        state._refill(self.clock.monotonic())
-        return state.tokens
+        return self._state(bucket).tokens_at(self.clock.monotonic())
 
     def queued(self, bucket: str) -> int:
-        """How many callers wait for ``bucket``."""
-        return self._bucket(bucket).queued
+        """How many callers of the running event loop wait for ``bucket``."""
+        return self._state(bucket).queue(self.clock).live_waiters
+
+    def estimated_wait(self, bucket: str) -> float:
+        """Seconds a call of ``bucket`` made now would wait for its token (0 when one
+        is there), behind everyone already queued in this event loop.
+
+        >>> InMemoryRateLimiter(phase_sync=False).estimated_wait("characters_synthesize")
+        0.0
+        """
+        state = self._state(bucket)
+        queue = state.queue(self.clock) if _in_loop() else None
+        return state.estimated_wait(self.clock.monotonic(),
+                                    queue.live_waiters if queue is not None else 0)
 
     def __repr__(self) -> str:
         return f"InMemoryRateLimiter({self.limits!r})"
 
 
-# One limiter per (API key, base URL, limits, clock) per event loop: futures and timers
-# belong to a loop, and the loop's death must free its limiters.
-_SHARED: weakref.WeakKeyDictionary[
-    asyncio.AbstractEventLoop, dict[tuple[str, str, RateLimits, int], InMemoryRateLimiter]
+def _in_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+# Bucket state per process: per (API key, base URL, bucket, its limit), shared by every
+# thread and event loop. Clocks count time differently, so each non-system clock has its
+# own buckets (held only while that clock lives); every SystemClock shares one set.
+_REGISTRY_LOCK = threading.Lock()
+_SYSTEM: dict[tuple[str, str, str, RateLimit], TokenState] = {}
+_BY_CLOCK: weakref.WeakKeyDictionary[
+    Clock, dict[tuple[str, str, str, RateLimit], TokenState]
 ] = weakref.WeakKeyDictionary()
+
+
+def _shared_state(fingerprint: str, base_url: str, name: str, limit: RateLimit,
+                  clock: Clock) -> TokenState:
+    key = (fingerprint, base_url, name, limit)
+    with _REGISTRY_LOCK:
+        table = _SYSTEM if type(clock) is SystemClock else _BY_CLOCK.setdefault(clock, {})
+        state = table.get(key)
+        if state is None:
+            state = table[key] = TokenState(capacity=limit.burst, rate=limit.per_second,
+                                            now=clock.monotonic(), observed=True)
+        return state
 
 
 def shared_limiter(
     api_key: str, base_url: str, limits: RateLimits, clock: Clock
 ) -> InMemoryRateLimiter:
-    """The process-wide limiter for this team key and server (in the running loop)."""
-    loop = asyncio.get_running_loop()
-    fingerprint = hashlib.sha256(api_key.encode()).hexdigest()
-    key = (fingerprint, base_url, limits, id(clock))
-    per_loop = _SHARED.setdefault(loop, {})
-    limiter = per_loop.get(key)
-    if limiter is None:
-        limiter = per_loop[key] = InMemoryRateLimiter(limits, clock=clock)
+    """A limiter whose buckets are this process's buckets for this team key and server:
+    every session with the same key and base URL spends from the same counts, in any
+    thread or event loop, whatever its other buckets' settings or clock instance."""
+    limiter = InMemoryRateLimiter(limits, clock=clock)
+    limiter._shared_as = (hashlib.sha256(api_key.encode()).hexdigest(), base_url)
     return limiter
+

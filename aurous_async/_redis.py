@@ -22,7 +22,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from ._clock import SYSTEM_CLOCK, Clock
-from ._errors import AurousError, WatchTimeoutError
+from ._errors import AurousError, DeadlineExceededError
 from ._ratelimit import RateLimit, RateLimiter, RateLimitFeedback, RateLimits
 
 if TYPE_CHECKING:
@@ -223,7 +223,7 @@ class RedisRateLimiter:
                     break
                 await self.clock.sleep(wait)
         if not code:
-            raise WatchTimeoutError(f"a rate-limit wait of {wait:.1f}s would pass the deadline")
+            raise DeadlineExceededError(f"a rate-limit wait of {wait:.1f}s would pass the deadline")
         if wait <= 0:
             return
         try:

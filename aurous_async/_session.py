@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable
+import functools
 from types import TracebackType
 
 import aiohttp
@@ -11,12 +10,20 @@ import aiohttp
 from ._clock import SYSTEM_CLOCK, Clock
 from ._config import build_config
 from ._errors import SessionClosedError
+from ._http import DEFAULT_MAX_RESPONSE_BYTES, HttpClient
 from ._models import Balance
+from ._parts import SessionParts
 from ._polling import PollPolicy, PollScheduler
-from ._ratelimit import RateLimiter, RateLimits, shared_limiter
+from ._ratelimit import RateLimiter, RateLimits, adapt_limiter, shared_limiter
 from ._redact import key_hint
-from ._transport import ApiCall, Transport, send_tracer
-from .resources.characters import Characters
+from ._transport import ApiCall, Transport
+from ._validate import integer
+from ._watch import BackgroundSaves
+from .resources.characters import (
+    Characters,
+    get_character,
+    save_character,
+)
 
 __all__ = ["AurousSession"]
 
@@ -36,7 +43,9 @@ class AurousSession:
     :class:`RateLimiter` (e.g. :class:`RedisRateLimiter`), or ``None`` to switch client
     pacing off. ``http_session`` lets you bring an :class:`aiohttp.ClientSession`; it is
     then yours to close. ``clock`` makes time injectable (tests run on a
-    :class:`ScaledClock` or :class:`FakeClock`).
+    :class:`ScaledClock` or :class:`FakeClock`). ``max_response_bytes`` caps a response
+    body after decompression (8 MiB by default); a larger one raises
+    :class:`MalformedResponseError` with code ``response_too_large``.
     """
 
     def __init__(
@@ -52,37 +61,37 @@ class AurousSession:
         http_session: aiohttp.ClientSession | None = None,
         clock: Clock | None = None,
         connection_limit: int = DEFAULT_CONNECTION_LIMIT,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
         self._config = build_config(api_key, base_url, aurous_version, timeout, max_retries)
-        if rate_limits is not None and not isinstance(rate_limits, (RateLimits, RateLimiter)):
-            raise TypeError("rate_limits must be a RateLimits, a RateLimiter or None")
         if not isinstance(poll, PollPolicy):
             raise TypeError("poll must be a PollPolicy")
         if http_session is not None and not isinstance(http_session, aiohttp.ClientSession):
             raise TypeError("http_session must be an aiohttp.ClientSession")
-        if isinstance(connection_limit, bool) or not isinstance(connection_limit, int) \
-                or connection_limit < 1:
-            raise ValueError("connection_limit must be an int >= 1")
+        integer(connection_limit, "connection_limit", minimum=1)
+        integer(max_response_bytes, "max_response_bytes", minimum=1024)
         self.poll = poll
         self.clock: Clock = clock or SYSTEM_CLOCK
-        self._rate_limits = rate_limits
-        self._limiter: RateLimiter | None = (
-            rate_limits if rate_limits is not None and not isinstance(rate_limits, RateLimits)
-            else None
-        )
-        self._http: aiohttp.ClientSession | None = http_session
-        self._owns_http = http_session is None
-        self._connection_limit = connection_limit
+        limiter: RateLimiter | None = None
+        if isinstance(rate_limits, RateLimits):
+            limiter = shared_limiter(self._config.api_key, self._config.base_url, rate_limits,
+                                     self.clock)
+        elif rate_limits is not None:
+            limiter = adapt_limiter(rate_limits)
         self._closed = False
-        # Running resynthesize_many batches: aclose() ends each through its callback.
-        self._batches: set[Callable[[], None]] = set()
         # Knowing whether a request went out only matters for giving tokens back.
-        self._traced = self._owns_http and rate_limits is not None
-        self._transport = Transport(self._config, clock=self.clock, limiter=self._get_limiter,
-                                    http=self._http_session, traced=self._traced)
-        self.characters = Characters(self)
-        self._scheduler = PollScheduler(self.characters.get, poll, self.clock,
-                                        max_in_flight=min(32, connection_limit))
+        http = HttpClient(connection_limit=connection_limit, traced=limiter is not None,
+                          session=http_session, max_response_bytes=max_response_bytes)
+        transport = Transport(self._config, clock=self.clock, limiter=limiter, http=http)
+        scheduler = PollScheduler(functools.partial(get_character, transport), poll, self.clock,
+                                  max_in_flight=min(32, connection_limit))
+        saves = BackgroundSaves(scheduler, functools.partial(save_character, transport),
+                                self.clock)
+        self._parts = SessionParts(
+            transport=transport, http=http, clock=self.clock, scheduler=scheduler, saves=saves,
+            connection_limit=connection_limit,
+        )
+        self.characters = Characters(self._parts)
 
     @property
     def base_url(self) -> str:
@@ -91,31 +100,17 @@ class AurousSession:
     @property
     def rate_limiter(self) -> RateLimiter | None:
         """The limiter in use (``None`` when pacing is off)."""
-        return self._get_limiter()
+        return self._parts.limiter
 
-    def _get_limiter(self) -> RateLimiter | None:
-        if self._limiter is None and isinstance(self._rate_limits, RateLimits):
-            # Bound lazily: the shared limiter belongs to the running event loop.
-            self._limiter = shared_limiter(self._config.api_key, self._config.base_url,
-                                           self._rate_limits, self.clock)
-        return self._limiter
+    @property
+    def polls_sent(self) -> int:
+        """GETs the session's poll scheduler has sent (for progress displays)."""
+        return self._parts.scheduler.polls_sent
 
-    def _http_session(self) -> aiohttp.ClientSession:
-        if self._closed:
-            raise SessionClosedError("this AurousSession is closed")
-        if self._http is None:
-            connector = aiohttp.TCPConnector(limit=self._connection_limit,
-                                             limit_per_host=self._connection_limit)
-            self._http = aiohttp.ClientSession(
-                connector=connector, trust_env=False,
-                trace_configs=[send_tracer()] if self._traced else None,
-            )
-            if hasattr(self._http, "_retry_connection"):
-                # aiohttp silently resends GET/DELETE once when a kept-alive connection
-                # drops. Our transport retries on its own terms (a token per attempt, no
-                # blind DELETE resend), so switch that off in sessions we own.
-                self._http._retry_connection = False
-        return self._http
+    @property
+    def watched(self) -> int:
+        """How many characters are being watched now."""
+        return self._parts.scheduler.watched
 
     async def balance(self) -> Balance:
         """The team's credit balance.
@@ -124,23 +119,25 @@ class AurousSession:
 
             print((await s.balance()).available_credits)
         """
-        response = await self._transport.request(
+        response = await self._parts.transport.request(
             ApiCall(method="GET", path="/v1/balance", bucket="get")
         )
         return response.into(Balance)
 
     async def aclose(self) -> None:
-        """Close the HTTP connections this session opened (not a session you brought)."""
+        """End every flow and queued call of this session (they raise
+        :class:`SessionClosedError`) and close the HTTP connections it opened (not a
+        session you brought)."""
         if self._closed:
             return
         self._closed = True
-        for stop in list(self._batches):
+        parts = self._parts
+        parts.transport.close()
+        for stop in list(parts.batches):
             stop()
-        await self._scheduler.aclose()
-        if self._http is not None and self._owns_http:
-            await self._http.close()
-            # Let aiohttp finish closing transports so no "unclosed" warning follows.
-            await asyncio.sleep(0)
+        await parts.saves.aclose()
+        await parts.scheduler.aclose()
+        await parts.http.aclose()
 
     async def __aenter__(self) -> AurousSession:
         if self._closed:

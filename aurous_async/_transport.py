@@ -1,35 +1,33 @@
 """One request, end to end: headers, idempotency key, rate-limit token, send, decode or
-raise, and retry. Every call of the SDK takes this one road.
+raise, and retry. Every API call of the SDK takes this one road.
 
-Retry rules (design §3):
+Retry rules:
 
 * connection errors, timeouts, 429, 5xx and broken-JSON answers are retried, with full
   jitter on an exponential schedule (1, 2, 4, 8 … s, capped at 30 s) from ``backoff``;
+  a TLS certificate that does not verify and an oversized body are not (a retry cannot
+  mend them);
 * GET and PATCH always (they are idempotent), POST only because it always carries an
   ``Idempotency-Key`` that every retry reuses; DELETE only when the request provably
   never reached the server (429, connection refused);
 * a ``Retry-After`` is waited in full (never jittered down), and a wait over 120 s raises
   instead; a 409 ``idempotency_key_in_use`` on a retry means our own first attempt is
-  still running, so it is retried (0.5 s doubling to 8 s) until it replays;
-* ``max_retries=N`` means at most N+1 attempts; every attempt takes a rate-limit token;
-  a caller's ``deadline`` bounds all of it.
+  still running, so it is retried (0.5 s doubling to 8 s) until it replays, for at most a
+  minute from that first 409 (and never past the caller's deadline);
+* ``max_retries=N`` means at most N+1 failed attempts; every attempt takes a rate-limit
+  token; a flow's deadline bounds all of it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import contextvars
 import json
 import logging
 import math
-import re
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any, TypeVar
-from urllib.parse import quote
 
-import aiohttp
 import attrs
 import backoff
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -37,33 +35,26 @@ from yarl import URL
 
 from ._clock import Clock
 from ._config import Config
+from ._context import current_deadline, take_token_callback
 from ._convert import DecodeError, decode
 from ._errors import (
     APIConnectionError,
     APIStatusError,
-    APITimeoutError,
     AurousError,
+    DeadlineExceededError,
     IdempotencyKeyInUseError,
     MalformedResponseError,
     RateLimitError,
     ServerError,
     SessionClosedError,
-    WatchTimeoutError,
     error_from_response,
     parse_retry_after,
 )
+from ._http import HttpClient, SendMarker
 from ._ratelimit import RateLimiter, RateLimitFeedback
 from ._redact import redact
 
-__all__ = [
-    "ApiCall",
-    "ApiResponse",
-    "Transport",
-    "deadline_scope",
-    "on_token",
-    "path_id",
-    "validate_idempotency_key",
-]
+__all__ = ["ApiCall", "ApiResponse", "Transport"]
 
 T = TypeVar("T")
 logger = logging.getLogger("aurous_async")
@@ -72,10 +63,8 @@ logger = logging.getLogger("aurous_async")
 MAX_RETRY_AFTER = 120.0
 _BACKOFF_CAP = 30.0
 # A retry that finds its own first attempt still running waits 0.5 s doubling to 8 s
-# (api-spec.md §5), for at most a minute in all: the server is then likely stuck.
+# (api-spec.md §5), for at most a minute from that first 409: the server is then stuck.
 _IN_FLIGHT_START, _IN_FLIGHT_CAP, _IN_FLIGHT_BUDGET = 0.5, 8.0, 60.0
-_KEY_RE = re.compile(r"^[\x21-\x7e]{1,256}$")
-_PLAIN_ID = re.compile(r"[A-Za-z0-9_\-]{1,256}")
 
 
 @attrs.frozen(kw_only=True)
@@ -88,35 +77,6 @@ class ApiCall:
     params: Mapping[str, str] | None = None
     json: Any = None
     idempotency_key: str | None = None
-
-
-# Flows (watch, wait, fan-out) bound everything they call by one deadline, and the fan-out
-# wants to know when a call has its rate-limit token. Both travel as context variables so
-# that resource methods keep their public signatures.
-_DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar(
-    "aurous_deadline", default=None
-)
-_ON_TOKEN: contextvars.ContextVar[Callable[[], None] | None] = contextvars.ContextVar(
-    "aurous_on_token", default=None
-)
-
-
-@contextlib.contextmanager
-def deadline_scope(deadline: float | None) -> Iterator[None]:
-    """Bound every call made inside by ``deadline`` (a ``clock.monotonic()`` time)."""
-    outer = _DEADLINE.get()
-    if outer is not None and (deadline is None or outer < deadline):
-        deadline = outer
-    token = _DEADLINE.set(deadline)
-    try:
-        yield
-    finally:
-        _DEADLINE.reset(token)
-
-
-def on_token(callback: Callable[[], None] | None) -> None:
-    """Call ``callback`` (once) when the current task's next call has its token."""
-    _ON_TOKEN.set(callback)
 
 
 @attrs.frozen(kw_only=True)
@@ -152,57 +112,6 @@ def _carries_request_id(cls: type) -> bool:
     return known
 
 
-class SendMarker:
-    """Per attempt: set once aiohttp has written the request's headers (see
-    :func:`send_tracer`)."""
-
-    __slots__ = ("sent",)
-
-    def __init__(self, *, sent: bool) -> None:
-        self.sent = sent
-
-
-async def _headers_sent(
-    session: aiohttp.ClientSession, context: Any, params: aiohttp.TraceRequestHeadersSentParams
-) -> None:
-    marker = context.trace_request_ctx
-    if isinstance(marker, SendMarker):
-        marker.sent = True
-
-
-def send_tracer() -> aiohttp.TraceConfig:
-    """A trace hook that tells the transport when a request has really gone out, so a
-    token taken for a request cancelled or refused before that is given back."""
-    config = aiohttp.TraceConfig()
-    config.on_request_headers_sent.append(_headers_sent)
-    return config
-
-
-def validate_idempotency_key(key: str | None) -> str | None:
-    """Check a caller's ``idempotency_key``: 1–256 printable ASCII characters."""
-    if key is None:
-        return None
-    if not isinstance(key, str):
-        raise TypeError(f"idempotency_key must be a str, not {type(key).__name__}")
-    if not _KEY_RE.match(key):
-        raise ValueError("idempotency_key must be 1-256 printable ASCII characters, no spaces")
-    return key
-
-
-def path_id(value: str, name: str = "character_id") -> str:
-    """``value`` made safe as one path segment: ``../x``, ``a/b`` and ``a?b`` stay inside
-    ``/v1/characters/{id}`` instead of escaping it."""
-    if not isinstance(value, str):
-        raise TypeError(f"{name} must be a str, not {type(value).__name__}")
-    if _PLAIN_ID.fullmatch(value):
-        return value  # the common case (char_01HX…): nothing to check or quote
-    if not value or len(value) > 256:
-        raise ValueError(f"{name} must be 1-256 characters")
-    if value in (".", "..") or not value.isprintable() or value != value.strip():
-        raise ValueError(f"{name} is not a valid id: {value[:40]!r}")
-    return quote(value, safe="")
-
-
 class Transport:
     """Sends :class:`ApiCall`\\ s. Owns nothing above HTTP: resources describe calls,
     the transport does the rest."""
@@ -212,12 +121,10 @@ class Transport:
         config: Config,
         *,
         clock: Clock,
-        limiter: Callable[[], RateLimiter | None],
-        http: Callable[[], aiohttp.ClientSession],
-        traced: bool = False,
+        limiter: RateLimiter | None,
+        http: HttpClient,
     ) -> None:
         self._config = config
-        self._traced = traced
         self._clock = clock
         self._limiter = limiter
         self._http = http
@@ -228,51 +135,78 @@ class Transport:
         }
         if config.aurous_version:
             self._headers["Aurous-Version"] = config.aurous_version
+        self._secrets = (config.api_key,)
+        # Tasks waiting for a rate-limit token: closing the session ends their wait.
+        self._waiting: set[asyncio.Task[Any]] = set()
+        self._closed = False
+
+    @property
+    def limiter(self) -> RateLimiter | None:
+        return self._limiter
+
+    @property
+    def timeout(self) -> float:
+        """The per-attempt timeout, in seconds."""
+        return self._config.timeout
 
     # -- the retry loop ------------------------------------------------------------------
 
     async def request(self, call: ApiCall) -> ApiResponse:
-        """Send ``call`` with retries; return its answer or raise an ``AurousError``."""
+        """Send ``call`` with retries; return its answer or raise an ``AurousError``.
+
+        An error of a POST carries the call's ``idempotency_key`` and whether any
+        attempt may have reached the server (``may_have_been_processed``).
+        """
         if call.method == "POST" and call.idempotency_key is None:
             call = attrs.evolve(call, idempotency_key=str(uuid.uuid4()))
+        try:
+            return await self._request(call, _Progress())
+        except AurousError as error:
+            if call.method == "POST":
+                _label_paid_error(error, call)
+            raise
+
+    async def _request(self, call: ApiCall, progress: _Progress) -> ApiResponse:
         config, clock = self._config, self._clock
-        deadline = _DEADLINE.get()
-        started = clock.monotonic()
+        deadline = current_deadline()
         waits: Any = None  # the backoff schedule, made only if a retry needs it
-        in_flight_wait = _IN_FLIGHT_START
+        in_flight_wait, in_flight_since = _IN_FLIGHT_START, math.nan
         failures = 0  # attempts that count against max_retries
         attempt = 0
         while True:
             attempt += 1
-            limiter = self._limiter()
+            limiter = self._limiter
             if limiter is not None:
-                await limiter.acquire(call.bucket, deadline=deadline)
-            notify = _ON_TOKEN.get()
+                await self._acquire(limiter, call.bucket, deadline)
+            notify = take_token_callback()
             if notify is not None:
-                _ON_TOKEN.set(None)
                 notify()
             # Whether the request went out; without a way to know (a session brought by
             # the caller has no trace hook of ours) assume it did.
-            sent = SendMarker(sent=not self._traced)
+            sent = SendMarker(sent=not self._http.traced)
             try:
                 return await self._attempt(call, attempt, deadline, sent)
             except AurousError as exc:
                 error = exc
             finally:
-                if limiter is not None and not sent.sent:
+                if sent.sent:
+                    progress.reached = True
+                elif limiter is not None:
                     # Cancelled or refused before a byte left: the token was not spent.
-                    release = getattr(limiter, "release", None)
-                    if release is not None:
-                        release(call.bucket)
+                    limiter.release(call.bucket)
+            error.may_have_been_processed = progress.reached and _may_have_acted(error)
             wait: float | None
             if isinstance(error, IdempotencyKeyInUseError) and attempt > 1:
                 # Our own first attempt holds the key and is still running on the server.
+                now = clock.monotonic()
+                if math.isnan(in_flight_since):
+                    in_flight_since = now
                 wait, in_flight_wait = in_flight_wait, min(in_flight_wait * 2, _IN_FLIGHT_CAP)
-                if clock.monotonic() - started + wait > _IN_FLIGHT_BUDGET:
+                if now - in_flight_since + wait > _IN_FLIGHT_BUDGET:
                     raise error
             else:
                 failures += 1
-                if failures > config.max_retries or not self._retryable(call, error, sent.sent):
+                if failures > config.max_retries or not _retryable(call, error, sent.sent):
                     raise error
                 if waits is None:
                     waits = backoff.expo(base=2, factor=1.0, max_value=_BACKOFF_CAP)
@@ -280,22 +214,36 @@ class Transport:
                 wait = self._retry_wait(error, waits)
             if deadline is not None and clock.monotonic() + wait > deadline:
                 raise error
-            logger.warning(
-                "%s %s: %s; retrying in %.2fs (attempt %d of %d)",
-                call.method, call.path, _short(error), wait, attempt + 1, config.max_retries + 1,
-            )
+            if logger.isEnabledFor(logging.WARNING):
+                logger.warning(
+                    "%s %s: %s; retrying in %.2fs (attempt %d of %d)", call.method, call.path,
+                    _short(error), wait, attempt + 1, config.max_retries + 1,
+                )
             await clock.sleep(wait)
 
-    def _retryable(self, call: ApiCall, error: AurousError, sent: bool) -> bool:
-        if isinstance(error, RateLimitError):
-            return True  # refused before processing: safe for every method
-        if call.method == "DELETE":
-            # Not idempotent in effect (a repeat answers 404): only if it never went out.
-            return isinstance(error, APIConnectionError) and not sent
-        if isinstance(error, (APIConnectionError, ServerError)):
-            return True
-        # A 2xx whose body is not JSON at all (cut or mangled on the way): ask again.
-        return isinstance(error, MalformedResponseError) and error.code == "invalid_json"
+    async def _acquire(self, limiter: RateLimiter, bucket: str, deadline: float | None) -> None:
+        if self._closed:
+            raise SessionClosedError("this AurousSession is closed")
+        task = asyncio.current_task()
+        if task is not None:
+            self._waiting.add(task)
+        try:
+            await limiter.acquire(bucket, deadline=deadline)
+        except asyncio.CancelledError:
+            if self._closed and task is not None and _uncancel(task):
+                raise SessionClosedError(
+                    "the session was closed while the call waited for a rate-limit token"
+                ) from None
+            raise
+        finally:
+            if task is not None:
+                self._waiting.discard(task)
+
+    def close(self) -> None:
+        """End every call waiting for a token (with :class:`SessionClosedError`)."""
+        self._closed = True
+        for task in list(self._waiting):
+            task.cancel()
 
     def _retry_wait(self, error: AurousError, waits: Any) -> float:
         jittered: float = backoff.full_jitter(next(waits))
@@ -323,70 +271,50 @@ class Transport:
         if deadline is not None:
             left = deadline - clock.monotonic()
             if left <= 0:
-                raise WatchTimeoutError(f"{call.method} {call.path}: the deadline passed")
+                raise DeadlineExceededError(f"{call.method} {call.path}: the deadline passed")
             timeout = min(timeout, left)
-        headers = dict(self._headers)
-        if call.idempotency_key is not None:
-            headers["Idempotency-Key"] = call.idempotency_key
+        headers = self._headers
         body: bytes | None = None
-        if call.json is not None:
-            body = json.dumps(call.json, separators=(",", ":")).encode()
-            headers["Content-Type"] = "application/json"
+        if call.idempotency_key is not None or call.json is not None:
+            headers = dict(headers)
+            if call.idempotency_key is not None:
+                headers["Idempotency-Key"] = call.idempotency_key
+            if call.json is not None:
+                body = json.dumps(call.json, separators=(",", ":")).encode()
+                headers["Content-Type"] = "application/json"
         url = URL(config.base_url + call.path, encoded=True)
         sent_at = clock.monotonic()
         status, resp_headers = 0, _NO_HEADERS
-        http = self._http()
         try:
-            async with http.request(
+            answer = await self._http.send(
                 call.method, url, params=call.params, data=body, headers=headers,
-                allow_redirects=False, timeout=aiohttp.ClientTimeout(total=timeout),
-                trace_request_ctx=sent,
-            ) as response:
-                raw = await response.read()
-                status, resp_headers = response.status, response.headers
-        except asyncio.TimeoutError:
-            raise APITimeoutError(
-                f"no answer within {timeout:.1f}s", method=call.method, path=call.path
-            ) from None
-        except aiohttp.ClientConnectorError as exc:
-            sent.sent = False  # no connection, so certainly not sent (even untraced)
-            raise APIConnectionError(
-                f"cannot connect: {redact(str(exc), config.api_key)}",
-                method=call.method, path=call.path,
-            ) from None
-        except RuntimeError as exc:
-            if not http.closed:
-                raise
-            # aiohttp's answer to a request on a session closed meanwhile.
-            raise SessionClosedError(f"{call.method} {call.path}: the session was closed") \
-                from exc
-        except (aiohttp.ClientError, OSError) as exc:
-            raise APIConnectionError(
-                f"connection failed: {type(exc).__name__}: {redact(str(exc), config.api_key)}",
-                method=call.method, path=call.path,
-            ) from None
+                timeout=timeout, marker=sent, secrets=self._secrets,
+            )
+            status, resp_headers = answer.status, answer.headers
+        except MalformedResponseError as exc:
+            status = exc.status  # an oversized body still told us about the bucket
+            raise
         finally:
             # Every attempt that went out is reported, answered or not (even when
             # cancelled): the limiter learns when the server's refill clock may have
             # started.
             self._feedback(call.bucket, status, resp_headers, sent_at if sent.sent else None)
         request_id = resp_headers.get("Aurous-Request-Id")
-        logger.debug(
-            "%s %s -> %d %s attempt=%d %.3fs", call.method, call.path, status, request_id or "-",
-            attempt, clock.monotonic() - sent_at,
-        )
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("%s %s -> %d %s attempt=%d %.3fs", call.method, call.path, status,
+                         request_id or "-", attempt, clock.monotonic() - sent_at)
         if 200 <= status < 300:
-            return self._success(status, resp_headers, raw, request_id)
+            return self._success(status, resp_headers, answer.body, request_id)
         if 300 <= status < 400:
-            location = redact(resp_headers.get("Location", "?"), config.api_key)
+            location = redact(resp_headers.get("Location", "?"), *self._secrets)
             raise APIStatusError(
                 f"unexpected redirect to {location}; redirects are not followed so the API "
                 "key never travels to another host", status=status, code="unexpected_redirect",
                 request_id=request_id, headers=CIMultiDict(resp_headers),
             )
-        error = error_from_response(status, CIMultiDict(resp_headers), raw,
-                                    now=clock.time(), secrets=(config.api_key,))
-        if isinstance(error, RateLimitError):
+        error = error_from_response(status, CIMultiDict(resp_headers), answer.body,
+                                    now=clock.time(), secrets=self._secrets)
+        if isinstance(error, RateLimitError) and logger.isEnabledFor(logging.WARNING):
             logger.warning("%s %s: 429 %s (retry after %s s)", call.method, call.path,
                            error.code, error.retry_after)
         raise error
@@ -400,9 +328,10 @@ class Transport:
             raise MalformedResponseError(
                 f"HTTP {status} with a body that is not valid JSON", status=status,
                 code="invalid_json", request_id=request_id, headers=CIMultiDict(headers),
-                body=raw[:200].decode("utf-8", "replace"),
+                body=redact(raw[:200].decode("utf-8", "replace"), *self._secrets),
             ) from None
-        if headers.get("Aurous-Idempotent-Replayed", "").lower() == "true":
+        if headers.get("Aurous-Idempotent-Replayed", "").lower() == "true" \
+                and logger.isEnabledFor(logging.DEBUG):
             # Expected after a retry of a paid call: the server answers with the
             # original result instead of charging again.
             logger.debug("answer replayed from the idempotency store (%s)", request_id)
@@ -411,18 +340,68 @@ class Transport:
     def _feedback(
         self, bucket: str, status: int, headers: Mapping[str, str], sent_at: float | None
     ) -> None:
-        limiter = self._limiter()
+        limiter = self._limiter
         if limiter is None:
             return
+        if sent_at is None and status == 0:
+            return  # nothing went out and nothing came back: nothing to learn
         feedback = RateLimitFeedback(
             remaining=_header_int(headers, "Remaining"),
             reset=_header_number(headers, "Reset"),
-            retry_after=parse_retry_after(headers.get("Retry-After"), now=self._clock.time()),
+            retry_after=parse_retry_after(headers.get("Retry-After"), now=self._clock.time())
+            if status == 429 or "Retry-After" in headers else None,
             limited=status == 429,
             sent_at=sent_at,
             received_at=self._clock.monotonic() if sent_at is not None else None,
         )
         limiter.observe(bucket, feedback)
+
+
+class _Progress:
+    """What the attempts of one call have shown so far."""
+
+    __slots__ = ("reached",)
+
+    def __init__(self) -> None:
+        self.reached = False  # some attempt went out (the server may have acted on it)
+
+
+def _retryable(call: ApiCall, error: AurousError, sent: bool) -> bool:
+    if isinstance(error, RateLimitError):
+        return True  # refused before processing: safe for every method
+    if isinstance(error, APIConnectionError) and not error.transient:
+        return False
+    if call.method == "DELETE":
+        # Not idempotent in effect (a repeat answers 404): only if it never went out.
+        return isinstance(error, APIConnectionError) and not sent
+    if isinstance(error, (APIConnectionError, ServerError)):
+        return True
+    # A 2xx whose body is not JSON at all (cut or mangled on the way): ask again.
+    return isinstance(error, MalformedResponseError) and error.code == "invalid_json"
+
+
+def _may_have_acted(error: AurousError) -> bool:
+    """Whether the server may have processed an attempt that ended in ``error``: a 4xx
+    (other than a 409 for our own key) or a 429 says it did not."""
+    if isinstance(error, APIStatusError) and 400 <= error.status < 500:
+        return isinstance(error, IdempotencyKeyInUseError)
+    return True
+
+
+def _label_paid_error(error: AurousError, call: ApiCall) -> None:
+    error.idempotency_key = call.idempotency_key
+    if error.may_have_been_processed:
+        hint = (f" (the server may have processed it: retry with the same "
+                f"idempotency_key={call.idempotency_key!r} so it is not charged twice)")
+        error.args = (f"{error.args[0] if error.args else ''}{hint}", *error.args[1:])
+
+
+def _uncancel(task: asyncio.Task[Any]) -> bool:
+    """Take back our own cancellation of ``task``; False if someone else cancelled it too."""
+    uncancel = getattr(task, "uncancel", None)
+    if uncancel is None:  # Python 3.10: no count of cancellations to consult
+        return True
+    return bool(uncancel() == 0)
 
 
 _NO_HEADERS: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict())
@@ -435,7 +414,7 @@ def _header_number(headers: Mapping[str, str], name: str) -> float | None:
         return None
     try:
         value = float(raw.strip())
-    except ValueError:
+    except (ValueError, OverflowError):
         return None
     return value if math.isfinite(value) and value >= 0 else None
 

@@ -106,7 +106,7 @@ async def test_bring_your_own_http_session_is_not_closed(sfake: FakeAurousServer
 async def test_own_http_session_closed_and_session_unusable_after(sfake: FakeAurousServer) -> None:
     s = aa.AurousSession(sfake.api_key, base_url=sfake.base_url)
     await s.balance()
-    http = s._http
+    http = s._parts.http.session()
     await s.aclose()
     await s.aclose()  # idempotent
     assert http is not None and http.closed

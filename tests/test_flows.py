@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 from collections.abc import AsyncIterator
 
 import pytest
 
 import aurous_async as aa
-from aurous_async.testing import FakeAurousServer, ScaledClock
+from aurous_async._polling import DurationEstimate, PollScheduler
+from aurous_async._watch import watch_character
+from aurous_async.testing import FakeAurousServer, FakeClock, ScaledClock
 
 from .conftest import sdk_tasks
 
@@ -32,7 +35,9 @@ async def ffake(fast: ScaledClock) -> AsyncIterator[FakeAurousServer]:
 
 @pytest.fixture
 async def fs(ffake: FakeAurousServer, fast: ScaledClock) -> AsyncIterator[aa.AurousSession]:
-    async with aa.AurousSession(ffake.api_key, base_url=ffake.base_url, clock=fast) as s:
+    # A generous per-attempt timeout: at ×1000 the default 60 s is 60 ms of real time.
+    async with aa.AurousSession(ffake.api_key, base_url=ffake.base_url, clock=fast,
+                                timeout=3600) as s:
         yield s
 
 
@@ -99,7 +104,7 @@ async def test_timeout_raises_watch_timeout(fs: aa.AurousSession, ffake: FakeAur
     with pytest.raises(aa.WatchTimeoutError):
         await follow()
     assert seen == [S.SYNTHESIZING]
-    assert fs._scheduler.watched == 0
+    assert fs.watched == 0
 
 
 async def test_deleted_while_watched_ends_the_watch(fs: aa.AurousSession, ffake: FakeAurousServer) -> None:
@@ -257,7 +262,7 @@ async def test_breaking_out_early_cancels_everything(fs: aa.AurousSession, ffake
         for _ in range(20):
             await asyncio.sleep(0)
     assert sdk_tasks() == []
-    assert fs._scheduler.watched == 0
+    assert fs.watched == 0
     await asyncio.sleep(0.01)  # requests cut off mid-flight may still land
     sent = len(ffake.requests_to(RESYNTH))
     await asyncio.sleep(0.2)  # 200 API seconds: the bucket would have allowed 20 more
@@ -280,7 +285,7 @@ async def test_cancelling_the_consumer_cancels_everything(fs: aa.AurousSession, 
     with pytest.raises(asyncio.CancelledError):
         await task
     assert sdk_tasks() == []
-    assert fs._scheduler.watched == 0
+    assert fs.watched == 0
 
 
 async def test_aclose_during_a_fan_out_ends_it_promptly(ffake: FakeAurousServer, fast: ScaledClock) -> None:
@@ -318,8 +323,6 @@ async def test_many_validates_before_any_request(fs: aa.AurousSession, ffake: Fa
 
 
 def test_duration_estimate_bootstraps_then_tracks_a_quantile() -> None:
-    from aurous_async._polling import DurationEstimate
-
     estimate = DurationEstimate(quantile=0.7, bootstrap=3, step=0.1)
     assert estimate.value is None
     estimate.first_poll(done=True)  # ignored until bootstrapped
@@ -333,18 +336,55 @@ def test_duration_estimate_bootstraps_then_tracks_a_quantile() -> None:
     assert estimate.value == pytest.approx(before * (1 - 0.1 * 0.3))
 
 
-async def test_a_session_learns_to_poll_once_per_synthesis(fs: aa.AurousSession, ffake: FakeAurousServer) -> None:
-    ids = [ffake.add_character() for _ in range(12)]
-    [r async for r in fs.characters.resynthesize_many(ids[:6])]  # teaches ~30 s
-    learned = fs._scheduler.estimate.value
-    assert learned is not None and 25 <= learned <= 45
-    before = len(ffake.requests_to(GET_ONE))
-    [r async for r in fs.characters.resynthesize_many(ids[6:])]
-    per_character = (len(ffake.requests_to(GET_ONE)) - before) / 6
-    assert per_character <= 2.5  # a fixed 2 s schedule would take ~6 for 30 s syntheses
-    no_learning = aa.PollPolicy(learn=False)
-    async with aa.AurousSession(ffake.api_key, base_url=ffake.base_url, clock=fs.clock,
-                                poll=no_learning) as plain:
-        before = len(ffake.requests_to(GET_ONE))
-        [r async for r in plain.characters.resynthesize_many(ids[:6])]
-        assert (len(ffake.requests_to(GET_ONE)) - before) / 6 >= 4
+async def _polls_per_synthesis(clock: FakeClock, policy: aa.PollPolicy,
+                                scheduler: PollScheduler | None = None,
+                                rounds: int = 1, count: int = 6) -> float:
+    """Run ``rounds`` waves of ``count`` 30-second syntheses on virtual time through one
+    poll scheduler; the GETs per synthesis of the last wave."""
+    started: dict[str, float] = {}
+    fetches: list[str] = []
+
+    async def fetch(cid: str) -> aa.Character:
+        fetches.append(cid)
+        done = clock.monotonic() - started[cid] >= 30
+        return aa.Character(id=cid, status=S.REVIEWING if done else S.SYNTHESIZING)
+
+    async def save(cid: str) -> aa.Character:
+        raise AssertionError("not saving")
+
+    scheduler = scheduler or PollScheduler(fetch, policy, clock, rng=random.Random(7))
+    for wave in range(rounds):
+        before = len(fetches)
+
+        async def one(cid: str) -> None:
+            started[cid] = clock.monotonic()
+            known = aa.Character(id=cid, status=S.SYNTHESIZING)
+            async for _ in watch_character(scheduler, save, cid, clock=clock, auto_save=False,
+                                           deadline=None, known=known):
+                pass
+
+        tasks = [asyncio.create_task(one(f"char_{wave}_{n}")) for n in range(count)]
+        await clock.run_until_idle()
+        await asyncio.gather(*tasks)
+    return (len(fetches) - before) / count
+
+
+async def test_a_session_learns_to_poll_once_per_synthesis(clock: FakeClock) -> None:
+    """Defect guarded: every synthesis polled on the fixed 2 s schedule (~6 GETs for 30 s)
+    although the session has seen how long syntheses take. Virtual time: no jitter."""
+    learned = await _polls_per_synthesis(clock, aa.PollPolicy(), rounds=2)
+    assert learned <= 1.5
+    plain = await _polls_per_synthesis(clock, aa.PollPolicy(learn=False), rounds=2)
+    assert plain >= 5
+
+
+async def test_learned_estimate_is_bounded_and_recovers(clock: FakeClock) -> None:
+    """Defect guarded: after slow syntheses the first poll was planned past the caller's
+    deadline (0 GETs, then WatchTimeoutError), and instant ones shrank it to ~1e-165 s."""
+    estimate = DurationEstimate(minimum=1.0, maximum=600.0)
+    for _ in range(5):
+        estimate.completed(10_000.0)
+    assert estimate.value == 600.0
+    for _ in range(10_000):
+        estimate.first_poll(done=True)
+    assert estimate.value == 1.0

@@ -9,7 +9,7 @@ import time
 import pytest
 
 import aurous_async as aa
-from aurous_async._ratelimit import shared_limiter
+from aurous_async._errors import DeadlineExceededError
 from aurous_async.testing import BucketLimit, FakeAurousServer, FakeClock, ScaledClock
 
 SYNTH = "characters_synthesize"
@@ -103,8 +103,7 @@ async def test_token_handed_to_a_cancelled_waiter_goes_back(clock: FakeClock) ->
     await asyncio.sleep(0)
     # Fire the timer (the token is handed over) and cancel in the same loop tick.
     clock._now += 1.0
-    bucket = lim._buckets[SYNTH]
-    bucket._wake()
+    lim._state(SYNTH).wake_all()
     waiter.cancel()
     with pytest.raises(asyncio.CancelledError):
         await waiter
@@ -139,7 +138,7 @@ async def test_deadline_fails_at_once_when_the_wait_is_too_long(clock: FakeClock
     lim = limiter(clock)
     for _ in range(12):
         await lim.acquire(SYNTH)
-    with pytest.raises(aa.WatchTimeoutError):
+    with pytest.raises(DeadlineExceededError):
         await lim.acquire(SYNTH, deadline=clock.monotonic() + 5)  # next token in 10 s
     assert lim.queued(SYNTH) == 0
     task = asyncio.create_task(lim.acquire(SYNTH, deadline=clock.monotonic() + 15))
@@ -179,15 +178,20 @@ async def test_429_empties_the_bucket_until_retry_after(clock: FakeClock) -> Non
     assert task.done()
 
 
-async def test_sessions_with_one_key_and_url_share_a_limiter() -> None:
-    key = "al_live_" + "c" * 64
+async def test_sessions_with_one_key_and_url_share_buckets() -> None:
+    """Defect guarded: two sessions of one key and server each spending a full burst."""
+    key = "al_live_" + "c" * 64 + "share"
     a = aa.AurousSession(key, base_url="http://127.0.0.1:1")
     b = aa.AurousSession(key, base_url="http://127.0.0.1:1")
     other_url = aa.AurousSession(key, base_url="http://127.0.0.1:2")
-    other_key = aa.AurousSession("al_live_" + "d" * 64, base_url="http://127.0.0.1:1")
-    assert a.rate_limiter is b.rate_limiter
-    assert a.rate_limiter is not other_url.rate_limiter
-    assert a.rate_limiter is not other_key.rate_limiter
+    other_key = aa.AurousSession("al_live_" + "d" * 64 + "share", base_url="http://127.0.0.1:1")
+    limiters = [s.rate_limiter for s in (a, b, other_url, other_key)]
+    assert all(isinstance(lim, aa.InMemoryRateLimiter) for lim in limiters)
+    lim_a, lim_b, lim_url, lim_key = limiters  # type: ignore[misc]
+    await lim_a.acquire("characters_post")
+    assert lim_b.tokens("characters_post") == pytest.approx(59.0)
+    assert lim_url.tokens("characters_post") == pytest.approx(60.0)
+    assert lim_key.tokens("characters_post") == pytest.approx(60.0)
     assert aa.AurousSession(key, base_url="http://127.0.0.1:1", rate_limits=None).rate_limiter is None
     custom = aa.InMemoryRateLimiter()
     assert aa.AurousSession(key, base_url="http://127.0.0.1:1", rate_limits=custom).rate_limiter is custom
@@ -286,14 +290,6 @@ async def test_sixty_concurrent_resynthesizes_no_429_and_on_schedule() -> None:
     bound = (60 - 12) / (6 / 60)
     assert bound * 0.98 <= elapsed <= bound * 1.10, (elapsed, bound, real)
     assert len(fake.ledger) == 60
-
-
-async def test_shared_limiter_is_per_event_loop() -> None:
-    clock = FakeClock()
-    limits = aa.RateLimits()
-    first = shared_limiter("k", "u", limits, clock)
-    assert shared_limiter("k", "u", limits, clock) is first
-    assert shared_limiter("k", "u", aa.RateLimits(get=aa.RateLimit(1, 1, 1)), clock) is not first
 
 
 async def test_phase_sync_refill_waits_for_the_first_answer(clock: FakeClock) -> None:

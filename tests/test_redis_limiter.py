@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 import aurous_async as aa
+from aurous_async._errors import DeadlineExceededError
 from aurous_async.testing import BucketLimit, FakeAurousServer
 
 SYNTH = "characters_synthesize"
@@ -84,7 +85,7 @@ async def test_deadline_fails_at_once(redis_url: str) -> None:
     for _ in range(12):
         await lim.acquire(SYNTH)
     started = time.monotonic()
-    with pytest.raises(aa.WatchTimeoutError):
+    with pytest.raises(DeadlineExceededError):
         await lim.acquire(SYNTH, deadline=aa.SystemClock().monotonic() + 0.01)
     assert time.monotonic() - started < 0.1
     await lim.aclose()

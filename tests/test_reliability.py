@@ -398,9 +398,15 @@ async def _cancellation_sweep(make_flow: Callable[[aa.AurousSession, FakeAurousS
                 except asyncio.CancelledError:
                     cancelled = True
                 await asyncio.sleep(0.02)  # requests already on the wire land meanwhile
+                # A charged character whose watcher left is still saved, in the background.
+                for _ in range(200):
+                    if not s._parts.saves.pending:
+                        break
+                    await asyncio.sleep(0.01)
+                await asyncio.sleep(0.01)
                 # Nothing of the SDK keeps running, and no connection is held...
                 assert sdk_tasks() == [], (cancel_at, sdk_tasks())
-                connector = s._http.connector if s._http is not None else None
+                connector = s._parts.http.session().connector
                 assert connector is None or not connector._acquired, cancel_at  # type: ignore[attr-defined]
                 # ...and every token taken went into a request the server saw.
                 assert limiter.taken == len(fake.requests), (cancel_at, limiter.taken,
@@ -467,7 +473,7 @@ async def test_a_simulated_week_keeps_memory_flat() -> None:
                         sizes.append(_sdk_memory(tracemalloc.take_snapshot()))
             finally:
                 tracemalloc.stop()
-            scheduler = s._scheduler
+            scheduler = s._parts.scheduler
             assert scheduler.watched == 0 and not scheduler._polls and len(scheduler._heap) <= 2
             assert isinstance(s.rate_limiter, aa.InMemoryRateLimiter)
             assert s.rate_limiter.queued("characters_synthesize") == 0

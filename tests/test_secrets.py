@@ -20,7 +20,7 @@ async def test_full_flow_leaks_no_key_or_token(sfake: FakeAurousServer, auto_clo
     key = sfake.api_key
     sfake.faults.add(Fault(FaultKind.JSON_503, route="GET /v1/characters/{character_id}", nth=1))
     async with aa.AurousSession(key, base_url=sfake.base_url, clock=auto_clock) as s:
-        texts += [repr(s), str(s), repr(s._config), repr(s._transport)]
+        texts += [repr(s), str(s), repr(s._config), repr(s._parts.transport)]
         hero = await s.characters.create(name="A", generate=True, attributes={"age": 3})
         await auto_clock.advance(30)
         hero = await s.characters.get(hero.id)

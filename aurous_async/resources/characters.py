@@ -2,37 +2,54 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import aiohttp
 import attrs
 
+from .._context import deadline_scope
 from .._convert import converter, encode_attributes
-from .._errors import APIConnectionError, APIStatusError, APITimeoutError, SynthesisFailedError
-from .._fanout import BatchProgress, resynthesize_many
+from .._errors import APIStatusError, AurousError
+from .._fanout import BatchProgress, FanOut, flow_error
 from .._models import (
-    BatchResult,
     Character,
     CharacterAttributes,
-    CharacterStatus,
     DeletedCharacter,
     Pose,
     StatusUpdate,
-    UploadClassification,
-    UploadTicket,
 )
-from .._polling import watch_character
-from .._redact import redact_url
-from .._transport import ApiCall, deadline_scope, path_id, validate_idempotency_key
+from .._parts import SessionParts
+from .._transport import ApiCall, Transport
+from .._validate import (
+    check_bool,
+    integer,
+    optional_bool,
+    optional_timeout,
+    path_id,
+    validate_idempotency_key,
+)
+from .._watch import raise_if_failed, watch_character
+from .uploads import Uploads
 
-if TYPE_CHECKING:
-    from .._session import AurousSession
+__all__ = ["Characters", "get_character", "save_character"]
 
-__all__ = ["Characters", "Uploads"]
 
-_CONTENT_TYPES = {"image/jpeg": "jpeg", "image/png": "png", "image/webp": "webp"}
+async def get_character(transport: Transport, character_id: str) -> Character:
+    """``GET /v1/characters/{id}``: what ``characters.get`` and the poll scheduler send."""
+    response = await transport.request(ApiCall(
+        method="GET", path=f"/v1/characters/{path_id(character_id)}", bucket="characters_get",
+    ))
+    return response.into(Character)
+
+
+async def save_character(transport: Transport, character_id: str) -> Character:
+    """``POST /v1/characters/{id}/save`` (free): what ``characters.save`` and the session's
+    background saves send."""
+    response = await transport.request(ApiCall(
+        method="POST", path=f"/v1/characters/{path_id(character_id)}/save",
+        bucket="characters_post",
+    ))
+    return response.into(Character)
 
 
 def _attributes_json(value: CharacterAttributes | Mapping[str, Any]) -> dict[str, Any]:
@@ -63,82 +80,6 @@ def _name(value: object, *, required: bool) -> str | None:
     return value
 
 
-def _optional_bool(value: object, name: str) -> bool | None:
-    if value is not None and not isinstance(value, bool):
-        raise TypeError(f"{name} must be a bool or None, not {type(value).__name__}")
-    return value
-
-
-class Uploads:
-    """``session.characters.uploads``: reference images for the upload flow.
-
-    ::
-
-        ticket = await s.characters.uploads.upload(png_bytes, "hero-front.png", "image/png")
-        hero = await s.characters.create(name="Hero", upload_ids=[ticket.upload_id])
-    """
-
-    def __init__(self, session: AurousSession) -> None:
-        self._session = session
-
-    async def init(self, filename: str, content_type: str, *,
-                   extension: str | None = None) -> UploadTicket:
-        """Mint a signed upload URL for one image (``content_type`` ``image/jpeg``,
-        ``image/png`` or ``image/webp``; ``extension`` is derived from it unless given)."""
-        if not isinstance(filename, str) or not 1 <= len(filename) <= 120:
-            raise ValueError("filename must be a str of 1-120 characters")
-        if content_type not in _CONTENT_TYPES:
-            raise ValueError(f"content_type must be one of {', '.join(_CONTENT_TYPES)}")
-        extension = extension or _CONTENT_TYPES[content_type]
-        if not isinstance(extension, str):
-            raise TypeError("extension must be a str")
-        response = await self._session._transport.request(ApiCall(
-            method="POST", path="/v1/characters/uploads/init", bucket="characters_post",
-            json={"filename": filename, "extension": extension, "content_type": content_type},
-        ))
-        return response.into(UploadTicket)
-
-    async def put(self, ticket: UploadTicket, data: bytes) -> None:
-        """``PUT`` the image bytes to the ticket's signed URL (no API key is sent)."""
-        if not isinstance(data, (bytes, bytearray, memoryview)):
-            raise TypeError("data must be bytes")
-        http = self._session._http_session()
-        try:
-            async with http.put(
-                ticket.upload_url, data=bytes(data), headers=dict(ticket.upload_headers),
-                allow_redirects=False,
-                timeout=aiohttp.ClientTimeout(total=self._session._config.timeout),
-            ) as response:
-                if response.status >= 300:
-                    raise APIStatusError(
-                        f"the upload to {redact_url(ticket.upload_url)} was refused",
-                        status=response.status, code="upload_refused",
-                        body=(await response.text())[:200],
-                    )
-        except TimeoutError:
-            raise APITimeoutError("the upload timed out", method="PUT") from None
-        except aiohttp.ClientError as exc:
-            raise APIConnectionError(f"the upload failed: {type(exc).__name__}",
-                                     method="PUT") from None
-
-    async def upload(self, data: bytes, filename: str, content_type: str) -> UploadTicket:
-        """``init`` then ``put``: one call from bytes to a usable ``upload_id``."""
-        if not isinstance(data, (bytes, bytearray, memoryview)):
-            raise TypeError("data must be bytes")
-        ticket = await self.init(filename, content_type)
-        await self.put(ticket, data)
-        return ticket
-
-    async def classify(self, upload_id: str) -> UploadClassification:
-        """The detected pose of an uploaded image (free, idempotent)."""
-        path_id(upload_id, "upload_id")
-        response = await self._session._transport.request(ApiCall(
-            method="POST", path="/v1/characters/uploads/classify", bucket="characters_post",
-            json={"upload_id": upload_id},
-        ))
-        return response.into(UploadClassification)
-
-
 class Characters:
     """``session.characters``: create, read, change and resynthesize characters.
 
@@ -150,20 +91,18 @@ class Characters:
                 print(update.status)
     """
 
-    def __init__(self, session: AurousSession) -> None:
-        self._session = session
-        self.uploads = Uploads(session)
+    def __init__(self, parts: SessionParts) -> None:
+        self._parts = parts
+        self._transport = parts.transport
+        self.uploads = Uploads(parts)
 
     async def _call(self, call: ApiCall) -> Character:
-        return (await self._session._transport.request(call)).into(Character)
+        return (await self._transport.request(call)).into(Character)
 
     async def get(self, character_id: str) -> Character:
         """The character now. Raises :class:`NotFoundError` for unknown, deleted or other
         teams' ids."""
-        return await self._call(ApiCall(
-            method="GET", path=f"/v1/characters/{path_id(character_id)}",
-            bucket="characters_get",
-        ))
+        return await get_character(self._transport, character_id)
 
     async def list(self, *, limit: int | None = None) -> AsyncIterator[Character]:
         """Every character of the team, newest first, following ``next_cursor`` page by
@@ -174,9 +113,7 @@ class Characters:
             async for character in s.characters.list(limit=100):
                 print(character.id, character.status)
         """
-        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)):
-            raise TypeError(f"limit must be an int, not {type(limit).__name__}")
-        if limit is not None and not 1 <= limit <= 100:
+        if limit is not None and not 1 <= integer(limit, "limit", minimum=1) <= 100:
             raise ValueError(f"limit must be between 1 and 100, got {limit}")
         cursor: str | None = None
         seen_cursors: set[str] = set()
@@ -186,7 +123,7 @@ class Characters:
                 params["limit"] = str(limit)
             if cursor is not None:
                 params["starting_after"] = cursor
-            response = await self._session._transport.request(ApiCall(
+            response = await self._transport.request(ApiCall(
                 method="GET", path="/v1/characters", bucket="characters_get", params=params,
             ))
             page = response.data
@@ -227,8 +164,7 @@ class Characters:
             )
         """
         body: dict[str, Any] = {"name": _name(name, required=True)}
-        if not isinstance(generate, bool):
-            raise TypeError(f"generate must be a bool, not {type(generate).__name__}")
+        check_bool(generate, "generate")
         ids: list[str] | None = None
         if upload_ids is not None:
             if isinstance(upload_ids, str) or not isinstance(upload_ids, Sequence):
@@ -274,14 +210,11 @@ class Characters:
     async def save(self, character_id: str) -> Character:
         """Accept a ``reviewing`` character: it becomes ``ready`` (free; a no-op when
         already ``ready``)."""
-        return await self._call(ApiCall(
-            method="POST", path=f"/v1/characters/{path_id(character_id)}/save",
-            bucket="characters_post",
-        ))
+        return await save_character(self._transport, character_id)
 
     async def delete(self, character_id: str) -> DeletedCharacter:
         """Delete a character (hard while ``reviewing``, soft otherwise); never refunds."""
-        response = await self._session._transport.request(ApiCall(
+        response = await self._transport.request(ApiCall(
             method="DELETE", path=f"/v1/characters/{path_id(character_id)}",
             bucket="characters_post",
         ))
@@ -299,7 +232,7 @@ class Characters:
         :meth:`resynthesize_and_watch`."""
         path = f"/v1/characters/{path_id(character_id)}/resynthesize"
         body: dict[str, Any] = {}
-        if _optional_bool(force_all, "force_all") is not None:
+        if optional_bool(force_all, "force_all") is not None:
             body["force_all"] = force_all
         return await self._call(ApiCall(
             method="POST", path=path, bucket="characters_synthesize", json=body,
@@ -335,8 +268,15 @@ class Characters:
     # -- flows ---------------------------------------------------------------------------
 
     def _deadline(self, timeout: float | None) -> float | None:
-        timeout = _check_timeout(timeout)
-        return None if timeout is None else self._session.clock.monotonic() + timeout
+        timeout = optional_timeout(timeout)
+        return None if timeout is None else self._parts.clock.monotonic() + timeout
+
+    def _watch(self, character_id: str, auto_save: bool, deadline: float | None,
+               known: Character | None = None) -> AsyncIterator[StatusUpdate]:
+        parts = self._parts
+        return watch_character(parts.scheduler, self.save, character_id, clock=parts.clock,
+                               auto_save=auto_save, deadline=deadline, known=known,
+                               leftover_saves=parts.saves)
 
     def watch(
         self,
@@ -359,11 +299,8 @@ class Characters:
                 print(update.previous_status, "->", update.status)
         """
         path_id(character_id)
-        _check_bool(auto_save, "auto_save")
-        return watch_character(
-            self._session._scheduler, self.save, character_id, clock=self._session.clock,
-            auto_save=auto_save, deadline=self._deadline(timeout),
-        )
+        check_bool(auto_save, "auto_save")
+        return self._watch(character_id, auto_save, self._deadline(timeout))
 
     async def wait(
         self,
@@ -383,9 +320,7 @@ class Characters:
         async for update in self.watch(character_id, auto_save=auto_save, timeout=timeout):
             last = update.character
         assert last is not None
-        if last.status == CharacterStatus.FAILED:
-            raise SynthesisFailedError(last)
-        return last
+        return raise_if_failed(last)
 
     def resynthesize_and_watch(
         self,
@@ -405,8 +340,8 @@ class Characters:
                 print(update.status)
         """
         path_id(character_id)
-        _check_bool(auto_save, "auto_save")
-        _optional_bool(force_all, "force_all")
+        check_bool(auto_save, "auto_save")
+        optional_bool(force_all, "force_all")
         validate_idempotency_key(idempotency_key)
         return self._resynthesize_and_watch(
             character_id, force_all, auto_save, self._deadline(timeout), idempotency_key
@@ -420,14 +355,14 @@ class Characters:
         deadline: float | None,
         idempotency_key: str | None,
     ) -> AsyncIterator[StatusUpdate]:
-        with deadline_scope(deadline):
-            character = await self.resynthesize(
-                character_id, force_all=force_all, idempotency_key=idempotency_key
-            )
-        async for update in watch_character(
-            self._session._scheduler, self.save, character_id, clock=self._session.clock,
-            auto_save=auto_save, deadline=deadline, known=character,
-        ):
+        try:
+            with deadline_scope(deadline):
+                character = await self.resynthesize(
+                    character_id, force_all=force_all, idempotency_key=idempotency_key
+                )
+        except AurousError as exc:
+            raise flow_error(exc) from None
+        async for update in self._watch(character_id, auto_save, deadline, character):
             yield update
 
     def resynthesize_many(
@@ -439,7 +374,7 @@ class Characters:
         timeout: float | None = None,
         concurrency: int | None = None,
         progress: Callable[[BatchProgress], None] | None = None,
-    ) -> AsyncIterator[BatchResult]:
+    ) -> FanOut:
         """Resynthesize many characters and yield a :class:`BatchResult` for each as it
         completes.
 
@@ -447,14 +382,20 @@ class Characters:
         ``concurrency`` caps POSTs in flight (default: the connection pool). The first
         402 stops dispatching: every id not yet sent comes back with that
         :class:`InsufficientCreditsError`. One character's failure never stops the
-        others. ``timeout`` bounds the whole batch. Leaving the loop early, or
-        cancelling it, cancels every pending call and poll. ``progress`` is called with
-        a :class:`BatchProgress` on every change.
+        others; a transient failure (an outage, 5xx, 429) is waited out within
+        ``timeout``, which bounds the whole batch.
+
+        A new paid POST goes out only while you wait for the next result, so a loop you
+        leave early (or an iterator you stop reading) charges nothing more. Use it as an
+        async context manager to also cancel the calls and polls in flight on exit.
+        ``progress`` is called with a :class:`BatchProgress` on every change (an
+        exception it raises ends the batch and reaches you).
 
         ::
 
-            async for result in s.characters.resynthesize_many(ids, auto_save=True):
-                print(result.character_id, "ok" if result.ok else result.error)
+            async with s.characters.resynthesize_many(ids, auto_save=True) as batch:
+                async for result in batch:
+                    print(result.character_id, "ok" if result.ok else result.error)
         """
         if isinstance(ids, str) or not isinstance(ids, Iterable):
             raise TypeError("ids must be an iterable of character ids")
@@ -463,31 +404,18 @@ class Characters:
             path_id(character_id)
         if len(set(id_list)) != len(id_list):
             raise ValueError("ids must not repeat (each would be charged twice)")
-        _check_bool(auto_save, "auto_save")
-        _optional_bool(force_all, "force_all")
-        if concurrency is not None and (
-            isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1
-        ):
-            raise ValueError("concurrency must be an int >= 1 or None")
+        check_bool(auto_save, "auto_save")
+        optional_bool(force_all, "force_all")
+        if concurrency is not None:
+            integer(concurrency, "concurrency", minimum=1)
         if progress is not None and not callable(progress):
             raise TypeError("progress must be callable")
-        _check_timeout(timeout)  # the batch starts its own clock when iterated
-        return resynthesize_many(
-            self, id_list, force_all=force_all, auto_save=auto_save, timeout=timeout,
-            concurrency=concurrency, progress=progress,
+        parts = self._parts
+        return FanOut(
+            id_list, resynthesize=self.resynthesize, save=self.save, scheduler=parts.scheduler,
+            clock=parts.clock, force_all=force_all, auto_save=auto_save,
+            timeout=optional_timeout(timeout),  # the batch starts its clock when iterated
+            concurrency=concurrency or parts.connection_limit, progress=progress,
+            batches=parts.batches,
         )
 
-
-def _check_timeout(timeout: object) -> float | None:
-    if timeout is None:
-        return None
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-        raise TypeError(f"timeout must be a number of seconds, not {type(timeout).__name__}")
-    if not (timeout > 0 and math.isfinite(timeout)):
-        raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
-    return float(timeout)
-
-
-def _check_bool(value: object, name: str) -> None:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be a bool, not {type(value).__name__}")

@@ -1,0 +1,285 @@
+"""One token bucket, as the server keeps it, shared by every thread and event loop of the
+process that uses it; and the per-loop FIFO queue of callers waiting for its tokens.
+
+:class:`TokenState` is the count: ``capacity`` tokens at most, ``rate`` more per second,
+behind a ``threading.Lock`` because sessions in several threads (each with its own event
+loop) may spend from the same team bucket. It knows nothing of asyncio.
+
+:class:`LoopQueue` is the waiting, which belongs to one event loop (futures and timers do):
+a caller that finds tokens *and nobody queued* in its loop takes one at once, with no
+future and no timer. Everyone else joins a FIFO deque of futures. One timer per queue —
+never one per waiter — fires when the next token is due and hands tokens to the head. A
+cancelled waiter is skipped; one cancelled after being handed a token gives it back, so
+cancellation never loses a token nor holds up the queue. A change that may free tokens
+early (an answer, a token given back) wakes the queues of every loop.
+
+Two things keep us behind the server rather than ahead of it:
+
+* **phase**: when a full bucket is first spent, the server's refill clock starts when our
+  request *arrives*, later than we sent it; so our refill waits for the first answer of
+  that phase (``observe``) instead of counting from the send;
+* **cold start**: a bucket we have never heard about may have been emptied by our previous
+  life (a restarted bot, the last CLI run) or another key of the team, so its first call
+  goes alone, and the rate-limit headers of that answer set the count before anyone else
+  goes. It costs one round trip, once per bucket and process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import math
+import threading
+import weakref
+
+from ._clock import Clock, TimerHandle
+from ._errors import DeadlineExceededError
+
+__all__ = ["MAX_BLOCK", "LoopQueue", "TokenState"]
+
+# Float refills land a hair under whole tokens; a token is a token within this slack.
+_EPSILON = 1e-9
+#: The longest a 429 can block a bucket, whatever its Retry-After says (seconds).
+MAX_BLOCK = 120.0
+
+
+class TokenState:
+    """The count of one bucket (see the module docstring). Every method takes the lock."""
+
+    def __init__(self, *, capacity: int, rate: float, now: float, observed: bool) -> None:
+        self.lock = threading.Lock()
+        self.capacity = float(capacity)
+        self.rate = rate
+        self.observed = observed  # someone reports answers: phase and cold start apply
+        self.tokens = self.capacity
+        self.updated = now
+        self.blocked_until = -math.inf
+        self.phase_start = -math.inf
+        self.phase_confirmed = True
+        self.lag = 0.0  # the longest recent round trip, in clock seconds
+        self.cold = observed  # nothing heard from the server about this bucket yet
+        self.probing = False  # the cold-start call is out
+        self._queues: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopQueue] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    # -- called with the lock held -------------------------------------------------------
+
+    def _refill(self, now: float) -> None:
+        if now > self.updated:
+            self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
+            self.updated = now
+
+    def _held(self) -> bool:
+        """Nobody may take a token until an answer arrives (cold-start probe out)."""
+        return self.cold and self.probing
+
+    def _ready_at(self, now: float, tokens_needed: float) -> float:
+        """When ``tokens_needed`` tokens are there (and no 429 blocks us); while the
+        refill clock waits for an answer, estimated from the longest round trip seen."""
+        missing = max(0.0, tokens_needed - self.tokens)
+        start = self.updated if self.phase_confirmed else self.phase_start + self.lag
+        return max(self.blocked_until, max(now, start) + missing / self.rate)
+
+    def _try_take(self, now: float) -> bool:
+        if now < self.blocked_until or self.tokens < 1 - _EPSILON or self._held():
+            return False
+        if self.cold:
+            self.probing = True
+        if self.observed and self.tokens >= self.capacity - _EPSILON:
+            # Leaving "full" starts the refill clock; ours waits for the first answer.
+            self.phase_start = now
+            self.phase_confirmed = False
+            self.updated = math.inf
+        self.tokens -= 1
+        return True
+
+    # -- public, locking -----------------------------------------------------------------
+
+    def tokens_at(self, now: float) -> float:
+        with self.lock:
+            self._refill(now)
+            return self.tokens
+
+    def estimated_wait(self, now: float, queued: int) -> float:
+        """Seconds until a caller joining behind ``queued`` others would get a token."""
+        with self.lock:
+            self._refill(now)
+            return max(0.0, self._ready_at(now, queued + 1) - now)
+
+    def observe(self, now: float, wall_now: float, *, remaining: int | None,
+                reset: float | None, retry_after: float | None, limited: bool,
+                sent_at: float | None, received_at: float | None) -> None:
+        """Fold one answer (or one attempt that went out unanswered) into the count."""
+        with self.lock:
+            self._refill(now)
+            if sent_at is not None and received_at is not None:
+                self.lag = max(self.lag * 0.98, received_at - sent_at)
+                if not self.phase_confirmed and sent_at >= self.phase_start:
+                    # The first request of this phase reached the server no later than
+                    # this attempt ended: the server's refill clock runs by now.
+                    self.phase_confirmed = True
+                    self.updated = max(self.phase_start, received_at)
+            heard = self.cold and sent_at is not None
+            if heard:
+                self.cold = self.probing = False
+            if limited:
+                self.tokens = min(self.tokens, 0.0)
+                wait = retry_after if retry_after is not None else 1 / self.rate
+                # A hostile or broken Retry-After must not stall every caller for ever.
+                self.blocked_until = max(self.blocked_until, now + min(wait, MAX_BLOCK))
+            elif heard and remaining is not None:
+                # The cold-start answer: the server's count is the count.
+                self.tokens = min(self.tokens, float(remaining))
+            else:
+                self._correct(wall_now, remaining, reset, sent_at, received_at)
+        self.wake_all()
+
+    def _correct(self, wall_now: float, remaining: int | None, reset: float | None,
+                 sent_at: float | None, received_at: float | None) -> None:
+        # The server's count is the truth about the team's bucket, but a blurred one:
+        # Remaining is rounded down, and the bucket has refilled since the request
+        # arrived (up to a round trip ago). Only a count lower than that blur can
+        # explain means someone else (another process, a script) spent tokens.
+        trip = (received_at - sent_at) if sent_at is not None and received_at is not None \
+            else 0.0
+        blur = 1.0 + trip * self.rate
+        seen: float | None = None
+        if remaining is not None:
+            seen = float(remaining)
+        elif reset is not None:
+            # Reset is the Unix time the bucket is full again, rounded up to a second.
+            until_full = max(0.0, reset - wall_now)
+            seen = max(0.0, self.capacity - until_full * self.rate)
+            blur += self.rate
+        if seen is not None and self.tokens > seen + blur:
+            self.tokens = seen
+
+    def release(self, now: float) -> None:
+        """Give back a token whose request never went out."""
+        with self.lock:
+            self._refill(now)
+            self.tokens = min(self.capacity, self.tokens + 1)
+            if self.cold:
+                self.probing = False  # the probe never left: the next call probes
+        self.wake_all()
+
+    def queue(self, clock: Clock) -> LoopQueue:
+        """The waiting line of the running loop."""
+        loop = asyncio.get_running_loop()
+        with self.lock:
+            queue = self._queues.get(loop)
+            if queue is None:
+                queue = self._queues[loop] = LoopQueue(self, clock, loop)
+            return queue
+
+    def wake_all(self) -> None:
+        """Let every loop's queue hand out what tokens there are now."""
+        with self.lock:
+            queues = list(self._queues.values())
+        if not queues:
+            return
+        try:
+            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        for queue in queues:
+            if not queue.live_waiters:
+                continue
+            if queue.loop is running:
+                queue.wake()
+            elif not queue.loop.is_closed():
+                # A loop that closed meanwhile has nobody left to wake.
+                with contextlib.suppress(RuntimeError):
+                    queue.loop.call_soon_threadsafe(queue.wake)
+
+
+class LoopQueue:
+    """The FIFO line of one event loop for one :class:`TokenState`."""
+
+    def __init__(self, state: TokenState, clock: Clock, loop: asyncio.AbstractEventLoop) -> None:
+        self.state = state
+        self.clock = clock
+        self.loop = loop
+        self.waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        self.live_waiters = 0
+        self.timer: TimerHandle | None = None
+        self.timer_at = math.inf
+
+    async def acquire(self, deadline: float | None) -> None:
+        state = self.state
+        now = self.clock.monotonic()
+        with state.lock:
+            state._refill(now)
+            if not self.live_waiters and state._try_take(now):
+                return
+            # Our turn comes once everyone queued before us, and we, have a token.
+            eta = state._ready_at(now, self.live_waiters + 1)
+        if deadline is not None and eta > deadline:
+            raise DeadlineExceededError(
+                f"a rate-limit wait of {eta - now:.1f}s would pass the deadline"
+            )
+        future: asyncio.Future[None] = self.loop.create_future()
+        self.waiters.append(future)
+        self.live_waiters += 1
+        self._arm(now)
+        try:
+            await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():
+                # Handed a token in the same loop tick we were cancelled: give it back.
+                state.release(self.clock.monotonic())
+            else:
+                future.cancel()
+                self.live_waiters -= 1
+                self.wake()
+            raise
+
+    def wake(self) -> None:
+        """Hand out what tokens there are, in queue order, then re-arm the timer."""
+        now = self.clock.monotonic()
+        handed: list[asyncio.Future[None]] = []
+        with self.state.lock:
+            self.state._refill(now)
+            while self.waiters:
+                future = self.waiters[0]
+                if future.done():  # cancelled: skip
+                    self.waiters.popleft()
+                    continue
+                if not self.state._try_take(now):
+                    break
+                self.waiters.popleft()
+                self.live_waiters -= 1
+                handed.append(future)
+        for future in handed:
+            future.set_result(None)
+        self._arm(now)
+
+    def _on_timer(self) -> None:
+        self.timer, self.timer_at = None, math.inf
+        self.wake()
+
+    def _arm(self, now: float) -> None:
+        """Keep exactly one timer, set for when the head of the queue can go."""
+        if not self.live_waiters:
+            self._disarm()
+            return
+        state = self.state
+        with state.lock:
+            at = state._ready_at(now, 1.0)
+            waiting_for_answer = not state.phase_confirmed or state._held()
+        if waiting_for_answer:
+            self._disarm()  # an answer (observe) or a release wakes us
+            return
+        if self.timer is not None and self.timer_at <= at:
+            return
+        self._disarm()
+        self.timer_at = at
+        self.timer = self.clock.call_later(at - now, self._on_timer)
+
+    def _disarm(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer, self.timer_at = None, math.inf
+

@@ -1,0 +1,55 @@
+"""What a flow hands down to every call it makes, without changing their signatures.
+
+Flows (watch, wait, the fan-out) bound everything they call by one deadline, and the
+fan-out wants to hear when a call has its rate-limit token (only then is it really on its
+way). Both travel as context variables, so resource methods keep their public signatures
+and neither the transport nor the limiter knows about flows. Below the flows a passed
+deadline raises :class:`~aurous_async._errors.DeadlineExceededError`; the flows turn it
+into :class:`~aurous_async.WatchTimeoutError`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+from collections.abc import Callable, Iterator
+
+__all__ = ["current_deadline", "deadline_scope", "notify_on_token", "take_token_callback"]
+
+_DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "aurous_deadline", default=None
+)
+_ON_TOKEN: contextvars.ContextVar[Callable[[], None] | None] = contextvars.ContextVar(
+    "aurous_on_token", default=None
+)
+
+
+def current_deadline() -> float | None:
+    """The innermost deadline in force (a ``clock.monotonic()`` time), if any."""
+    return _DEADLINE.get()
+
+
+@contextlib.contextmanager
+def deadline_scope(deadline: float | None) -> Iterator[None]:
+    """Bound every call made inside by ``deadline`` (an outer, earlier one still holds)."""
+    outer = _DEADLINE.get()
+    if outer is not None and (deadline is None or outer < deadline):
+        deadline = outer
+    token = _DEADLINE.set(deadline)
+    try:
+        yield
+    finally:
+        _DEADLINE.reset(token)
+
+
+def notify_on_token(callback: Callable[[], None] | None) -> None:
+    """Call ``callback`` (once) when the current task's next call has its token."""
+    _ON_TOKEN.set(callback)
+
+
+def take_token_callback() -> Callable[[], None] | None:
+    """The pending token callback of this task, cleared so it fires only once."""
+    callback = _ON_TOKEN.get()
+    if callback is not None:
+        _ON_TOKEN.set(None)
+    return callback

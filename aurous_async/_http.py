@@ -1,0 +1,216 @@
+"""The one seam between the SDK and aiohttp: the client session, one attempt of one
+request, and the mapping of aiohttp's errors to ours.
+
+Everything that goes over the network (the JSON API and the signed upload ``PUT``) is
+sent by :meth:`HttpClient.send`, so timeouts, connection errors, closed sessions and
+oversized bodies are mapped the same way everywhere, on every supported Python.
+
+Sessions we create and sessions a caller brings differ in three ways, on purpose:
+
+* ours have a trace hook that marks when a request's headers went out, so a token taken
+  for a request that never left is given back; a caller's session has no such hook and
+  every attempt counts as sent;
+* ours have aiohttp's silent single resend of GET/DELETE on a dropped kept-alive
+  connection switched off (the transport retries on its own terms: a token per attempt,
+  no blind DELETE resend); a caller's session keeps its own setting;
+* ours honour ``HTTPS_PROXY``/``HTTP_PROXY``/``NO_PROXY`` (``trust_env``); a caller's
+  session keeps its own.
+
+Whatever a caller's session defaults to, each request passes ``raise_for_status=False``
+and ``allow_redirects=False``, so error statuses reach our mapping and the API key never
+follows a redirect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Mapping
+from typing import Any
+
+import aiohttp
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
+
+from ._errors import (
+    APIConnectionError,
+    APITimeoutError,
+    AurousError,
+    MalformedResponseError,
+    SessionClosedError,
+)
+from ._redact import redact
+
+__all__ = ["DEFAULT_MAX_RESPONSE_BYTES", "HttpClient", "HttpResponse", "SendMarker"]
+
+#: Bodies larger than this (after decompression) are refused: a hostile or broken server
+#: must not be able to fill the client's memory.
+DEFAULT_MAX_RESPONSE_BYTES = 8 * 1024 * 1024
+_CHUNK = 256 * 1024
+
+
+class SendMarker:
+    """Per attempt: set once aiohttp has written the request's headers."""
+
+    __slots__ = ("sent",)
+
+    def __init__(self, *, sent: bool) -> None:
+        self.sent = sent
+
+
+class HttpResponse:
+    """One answer: status, headers and the whole (capped) body."""
+
+    __slots__ = ("body", "headers", "status")
+
+    def __init__(self, status: int, headers: CIMultiDictProxy[str], body: bytes) -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+
+async def _headers_sent(
+    session: aiohttp.ClientSession, context: Any, params: aiohttp.TraceRequestHeadersSentParams
+) -> None:
+    marker = context.trace_request_ctx
+    if isinstance(marker, SendMarker):
+        marker.sent = True
+
+
+class HttpClient:
+    """Owns (or borrows) the :class:`aiohttp.ClientSession` and sends single attempts.
+
+    ``traced`` asks for the trace hook that tells whether a request went out (only the
+    rate limiter needs it, and it costs a few µs per request).
+    """
+
+    def __init__(
+        self,
+        *,
+        connection_limit: int,
+        traced: bool,
+        session: aiohttp.ClientSession | None = None,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+    ) -> None:
+        self._session = session
+        self.owns_session = session is None
+        self.connection_limit = connection_limit
+        self.traced = traced and self.owns_session
+        self.max_response_bytes = max_response_bytes
+        self.closed = False
+
+    def session(self) -> aiohttp.ClientSession:
+        """The aiohttp session, created on first use (it must be made inside a loop)."""
+        if self.closed:
+            raise SessionClosedError("this AurousSession is closed")
+        if self._session is None:
+            connector = aiohttp.TCPConnector(limit=self.connection_limit,
+                                             limit_per_host=self.connection_limit)
+            trace = aiohttp.TraceConfig()
+            trace.on_request_headers_sent.append(_headers_sent)
+            self._session = aiohttp.ClientSession(
+                connector=connector, trust_env=True,
+                trace_configs=[trace] if self.traced else None,
+            )
+            if hasattr(self._session, "_retry_connection"):
+                # See the module docstring: no silent resend in sessions we own.
+                self._session._retry_connection = False
+        return self._session
+
+    async def send(
+        self,
+        method: str,
+        url: URL | str,
+        *,
+        headers: Mapping[str, str],
+        timeout: float,
+        marker: SendMarker,
+        data: bytes | None = None,
+        params: Mapping[str, str] | None = None,
+        secrets: tuple[str | None, ...] = (),
+    ) -> HttpResponse:
+        """One attempt: the answer, or an :class:`AurousError` (never an aiohttp or OS
+        exception, and never one that references the request, which holds the key)."""
+        http = self.session()
+        error: AurousError
+        try:
+            async with http.request(
+                method, url, params=params, data=data, headers=headers,
+                allow_redirects=False, raise_for_status=False,
+                timeout=aiohttp.ClientTimeout(total=timeout), trace_request_ctx=marker,
+            ) as response:
+                body = await self._read(response)
+                return HttpResponse(response.status, response.headers, body)
+        except (asyncio.TimeoutError, TimeoutError):
+            # Two classes on Python 3.10, one from 3.11: catch both.
+            error = APITimeoutError(f"no answer within {timeout:.1f}s", method=method,
+                                    path=_path(url))
+        except aiohttp.ClientConnectorCertificateError as exc:
+            error = APIConnectionError(
+                f"TLS certificate check failed for {exc.host}: "
+                f"{redact(str(exc.certificate_error), *secrets)}",
+                method=method, path=_path(url), transient=False)
+        except aiohttp.ClientSSLError as exc:
+            error = APIConnectionError(
+                f"TLS failed: {redact(str(exc), *secrets)}", method=method, path=_path(url),
+                transient=False)
+        except aiohttp.ClientConnectorError as exc:
+            marker.sent = False  # no connection, so certainly not sent (even untraced)
+            error = APIConnectionError(f"cannot connect: {redact(str(exc), *secrets)}",
+                                       method=method, path=_path(url))
+        except RuntimeError:
+            if not http.closed:
+                raise
+            # aiohttp's answer to a request on a session closed meanwhile.
+            error = SessionClosedError(f"{method} {_path(url)}: the session was closed")
+        except (aiohttp.ClientError, OSError, ValueError, ssl.SSLError) as exc:
+            # ValueError: aiohttp refusing something it was handed (a header with CR/LF).
+            error = APIConnectionError(
+                f"connection failed: {type(exc).__name__}: {redact(str(exc), *secrets)}",
+                method=method, path=_path(url))
+        # Raised outside the except blocks: the aiohttp exception (whose request_info
+        # holds our headers, the API key among them) is not kept as __context__.
+        raise error
+
+    async def _read(self, response: aiohttp.ClientResponse) -> bytes:
+        """The body, decompressed, refusing more than ``max_response_bytes``."""
+        cap = self.max_response_bytes
+        length = response.content_length
+        if length is not None and length > cap and not response.headers.get(
+            "Content-Encoding"
+        ):
+            raise _too_large(response, cap)
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            chunk = await response.content.read(_CHUNK)
+            if not chunk:
+                return b"".join(chunks)
+            size += len(chunk)
+            if size > cap:
+                raise _too_large(response, cap)
+            chunks.append(chunk)
+
+    async def aclose(self) -> None:
+        """Close the session if it is ours (a caller's session stays open)."""
+        if self.closed:
+            return
+        self.closed = True
+        if self._session is not None and self.owns_session:
+            await self._session.close()
+            # Let aiohttp finish closing transports so no "unclosed" warning follows.
+            await asyncio.sleep(0)
+
+
+def _too_large(response: aiohttp.ClientResponse, cap: int) -> MalformedResponseError:
+    return MalformedResponseError(
+        f"the response body is larger than {cap} bytes (max_response_bytes)",
+        status=response.status, code="response_too_large",
+        request_id=response.headers.get("Aurous-Request-Id"),
+        headers=CIMultiDict(response.headers),
+    )
+
+
+def _path(url: URL | str) -> str:
+    # Only the path: query strings may carry signed-URL tokens.
+    return URL(url).path if isinstance(url, str) else url.path
