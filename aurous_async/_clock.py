@@ -214,5 +214,5 @@ async def _yield_to_ready_tasks() -> None:
     for _ in range(20):
         await asyncio.sleep(0)
 
-#: The clock sessions use unless given another (one object, so they can share limiters).
+#: The clock sessions use unless given another.
 SYSTEM_CLOCK = SystemClock()

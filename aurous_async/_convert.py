@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 import cattrs
 
 from ._models import CharacterAttributes, CharacterStatus, Pose
+from ._redact import redact
 
 __all__ = ["DecodeError", "converter", "decode", "encode_attributes"]
 
@@ -44,9 +45,13 @@ def _strict_int(value: Any, _: Any) -> int:
 def _strict_float(value: Any, _: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"expected a number, got {type(value).__name__}")
-    if not math.isfinite(value):
+    try:
+        result = float(value)  # an int of 400 digits does not fit
+    except OverflowError:
+        raise ValueError("the number is too large") from None
+    if not math.isfinite(result):
         raise ValueError("expected a finite number")
-    return float(value)
+    return result
 
 
 def _strict_bool(value: Any, _: Any) -> bool:
@@ -85,7 +90,6 @@ converter.register_structure_hook(int | None, _optional(_strict_int))
 converter.register_structure_hook(datetime | None, _optional(_datetime))
 
 
-
 def decode(data: Any, cls: type[T]) -> T:
     """Structure ``data`` as ``cls``; any mismatch is a :class:`DecodeError`."""
     if not isinstance(data, dict):
@@ -93,16 +97,10 @@ def decode(data: Any, cls: type[T]) -> T:
     try:
         return converter.structure(data, cls)
     except (cattrs.BaseValidationError, TypeError, ValueError, KeyError, AttributeError,
-            RecursionError) as exc:
-        raise DecodeError(f"the response is not a valid {cls.__name__}: "
-                          f"{_summary(exc)}") from None
-
-
-def _summary(exc: BaseException) -> str:
-    if isinstance(exc, cattrs.BaseValidationError):
-        parts = [_summary(sub) for sub in exc.exceptions[:3]]
-        return "; ".join(parts)
-    return f"{type(exc).__name__}: {exc}"[:200]
+            RecursionError, OverflowError) as exc:
+        # The message may quote a server value (a signed URL where a date belongs).
+        summary = redact(f"{type(exc).__name__}: {exc}")[:200]
+        raise DecodeError(f"the response is not a valid {cls.__name__}: {summary}") from None
 
 
 def encode_attributes(attributes: CharacterAttributes) -> dict[str, Any]:

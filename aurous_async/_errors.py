@@ -253,7 +253,8 @@ _BY_TYPE: dict[str, type[APIStatusError]] = {
     "server_error": ServerError,
 }
 _LOOSE_STATUSES = frozenset({400, 401, 403})
-# Codes that name their class whatever status they arrive with (api-spec.md §6 spellings).
+# Codes that name their class whatever status they arrive with (both spellings that the
+# API reference uses).
 _BY_CODE: dict[str, type[APIStatusError]] = {
     "insufficient_credits": InsufficientCreditsError,
     "balance_too_low": InsufficientCreditsError,

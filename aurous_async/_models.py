@@ -34,6 +34,10 @@ __all__ = [
 ]
 
 
+#: Unknown values of one open enum kept as shared objects (more are made afresh each time).
+_MAX_CACHED_UNKNOWN = 64
+
+
 class _OpenStrEnum(str, enum.Enum):
     """A string enum that keeps values it does not know instead of raising.
 
@@ -48,7 +52,10 @@ class _OpenStrEnum(str, enum.Enum):
         member = str.__new__(cls, value)
         member._name_ = value.upper()
         member._value_ = value
-        # Cached like Flag's pseudo-members, so one unknown value is one object.
+        # Cached like Flag's pseudo-members, so one unknown value is one object; but only
+        # a few, so a server sending endless new values cannot grow memory for ever.
+        if len(cls._value2member_map_) - len(cls.__members__) >= _MAX_CACHED_UNKNOWN:
+            return member
         return cls._value2member_map_.setdefault(value, member)
 
     @property
@@ -61,7 +68,7 @@ class _OpenStrEnum(str, enum.Enum):
 
 
 class CharacterStatus(_OpenStrEnum):
-    """Where a character is in its lifecycle (api-spec.md §4.2).
+    """Where a character is in its lifecycle (the API reference, "Character lifecycle").
 
     >>> CharacterStatus("ready") is CharacterStatus.READY
     True
@@ -217,5 +224,7 @@ class BatchResult:
 
     @property
     def ok(self) -> bool:
-        """True when the character reached ``ready``/``reviewing`` without error."""
+        """True when the run of this character ended well (``ready``, or ``reviewing``
+        without ``auto_save``); ``False`` whenever ``error`` is set — failed, deleted
+        during the batch, timed out, or never sent."""
         return self.error is None

@@ -1,10 +1,11 @@
 """Client-side token buckets that mirror the server's, so a fan-out never sees a 429.
 
 Each bucket holds up to ``burst`` tokens and gains ``rate`` tokens every ``period``
-seconds, exactly as the server's do (api-spec.md §2.8). Every attempt of a call — retries
-included — takes one token of its bucket before it is sent. The counting and queueing
-are in ``_bucket.py``; this module has the specs, the :class:`RateLimiter` protocol, the
-in-memory limiter and the process-wide sharing of its buckets.
+seconds, exactly as the server's do (see "Rate limits" in the API reference). Every
+attempt of a call — retries included — takes one token of its bucket before it is sent.
+The counting and queueing are in ``_bucket.py``; this module has the specs, the
+:class:`RateLimiter` protocol, the in-memory limiter and the process-wide sharing of its
+buckets.
 """
 
 from __future__ import annotations

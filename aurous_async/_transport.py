@@ -62,8 +62,8 @@ logger = logging.getLogger("aurous_async")
 #: A Retry-After longer than this is not slept through: the call raises RateLimitError.
 MAX_RETRY_AFTER = 120.0
 _BACKOFF_CAP = 30.0
-# A retry that finds its own first attempt still running waits 0.5 s doubling to 8 s
-# (api-spec.md §5), for at most a minute from that first 409: the server is then stuck.
+# A retry that finds its own first attempt still running waits 0.5 s doubling to 8 s (as
+# the API reference advises), for at most a minute from that first 409: then it is stuck.
 _IN_FLIGHT_START, _IN_FLIGHT_CAP, _IN_FLIGHT_BUDGET = 0.5, 8.0, 60.0
 
 
@@ -408,7 +408,7 @@ _NO_HEADERS: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict())
 
 
 def _header_number(headers: Mapping[str, str], name: str) -> float | None:
-    # Both spellings are documented (api-spec.md §6.6).
+    # Both spellings are documented.
     raw = headers.get(f"X-RateLimit-{name}") or headers.get(f"RateLimit-{name}")
     if raw is None:
         return None

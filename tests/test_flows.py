@@ -191,7 +191,10 @@ async def test_many_yields_each_as_completed_in_dispatch_order(fs: aa.AurousSess
     results = [r async for r in fs.characters.resynthesize_many(ids, auto_save=True, progress=snapshots.append)]
     assert sorted(r.character_id for r in results) == sorted(ids)
     assert all(r.ok and r.character is not None and r.character.status is S.READY for r in results)
-    assert {r.path.split("/")[3] for r in ffake.requests_to(RESYNTH)} == set(ids)
+    # Sent in the order given (the order tokens were granted: twelve concurrent POSTs may
+    # reach the server in any order over their own connections).
+    assert [p.character_id for p in snapshots if p.state == "dispatched"] == ids
+    assert sorted(r.path.split("/")[3] for r in ffake.requests_to(RESYNTH)) == sorted(ids)
     assert ffake.rate_limited == {}
     for p in snapshots:
         assert p.queued + p.dispatched + p.synthesizing + p.done + p.failed == p.total == 20
@@ -302,7 +305,10 @@ async def test_aclose_during_a_fan_out_ends_it_promptly(ffake: FakeAurousServer,
     await asyncio.wait_for(s.aclose(), timeout=2)
     await asyncio.wait_for(task, timeout=2)
     assert len(results) == 30
-    assert all(r.ok or isinstance(r.error, aa.AurousError) for r in results)
+    # Closing mid-batch ends what was still running with SessionClosedError (at x1000 a
+    # 30-id batch takes minutes of API time, so some were surely still running).
+    closed = [r for r in results if not r.ok]
+    assert closed and all(isinstance(r.error, aa.SessionClosedError) for r in closed)
     assert sdk_tasks() == []
 
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import uuid
 
 import pytest
+from aiohttp import web
 
 import aurous_async as aa
 from aurous_async.testing import BucketLimit, FakeAurousServer, FakeClock, Fault, FaultKind
@@ -78,16 +80,27 @@ async def test_get_retried_on_transient_failures(session: aa.AurousSession, sfak
 
 
 async def test_retry_waits_follow_full_jitter_exponential_backoff(
-    session: aa.AurousSession, sfake: FakeAurousServer, auto_clock: FakeClock
+    sfake: FakeAurousServer, auto_clock: FakeClock
 ) -> None:
+    """Defect guarded: waits of zero, or of the full cap (no jitter), or not growing."""
+    random.seed(1234)  # full jitter draws from the module-level generator
     sfake.faults.add(Fault(FaultKind.JSON_503, route="GET /v1/balance"))
-    with pytest.raises(aa.ServerError) as info:
-        await session.balance()
-    assert info.value.status == 503 and info.value.code == "provider_unavailable"
-    assert attempts(sfake, "GET /v1/balance") == 4  # max_retries=3 -> 4 attempts
-    assert len(auto_clock.sleeps) == 3
-    for wait, cap in zip(auto_clock.sleeps, (1, 2, 4), strict=True):
-        assert 0 <= wait <= cap
+    caps = (1, 2, 4, 8, 16, 30, 30)
+    async with aa.AurousSession(sfake.api_key, base_url=sfake.base_url, clock=auto_clock,
+                                max_retries=len(caps), rate_limits=None) as s:
+        ratios: list[float] = []
+        for _ in range(20):
+            auto_clock.sleeps.clear()
+            with pytest.raises(aa.ServerError) as info:
+                await s.balance()
+            assert info.value.status == 503 and info.value.code == "provider_unavailable"
+            assert len(auto_clock.sleeps) == len(caps)
+            ratios += [wait / cap for wait, cap in zip(auto_clock.sleeps, caps, strict=True)]
+    assert attempts(sfake, "GET /v1/balance") == 20 * (len(caps) + 1)
+    # Each wait is uniform on [0, cap]: spread over the whole range, centred on half.
+    assert all(0 <= r <= 1 for r in ratios)
+    assert min(ratios) < 0.1 and max(ratios) > 0.9
+    assert 0.35 < sum(ratios) / len(ratios) < 0.65
 
 
 @pytest.mark.parametrize("max_retries", [0, 1, 5])
@@ -220,7 +233,28 @@ async def test_replay_header_is_noticed_not_an_error(session: aa.AurousSession, 
     assert any("replayed" in r.getMessage() for r in caplog.records)
 
 
-async def test_concurrent_calls_share_one_connection_pool(session: aa.AurousSession, sfake: FakeAurousServer) -> None:
-    cid = sfake.add_character()
-    results = await asyncio.gather(*(session.characters.get(cid) for _ in range(50)))
-    assert {c.id for c in results} == {cid}
+async def test_concurrent_calls_share_one_connection_pool() -> None:
+    """Defect guarded: a connection per call (no pool), or a pool ignoring
+    ``connection_limit``. The server counts the client ports it is called from."""
+    peers: list[object] = []
+    body = {"id": "char_1", "status": "ready", "name": "A"}
+
+    async def handler(request: web.Request) -> web.Response:
+        peers.append(request.transport.get_extra_info("peername") if request.transport else None)
+        await asyncio.sleep(0.01)  # keeps calls overlapping; nothing is timed
+        return web.json_response(body)
+
+    app = web.Application()
+    app.router.add_get("/v1/characters/{cid}", handler)
+    async with serve_app(app) as url, aa.AurousSession(
+        "al_test_" + "p" * 32, base_url=url, connection_limit=5, rate_limits=None
+    ) as s:
+        await asyncio.gather(*(s.characters.get("char_1") for _ in range(50)))
+        assert len(peers) == 50
+        assert 1 < len(set(peers)) <= 5
+        before = set(peers)
+        for _ in range(10):
+            await s.characters.get("char_1")
+        assert set(peers) == before  # sequential calls reuse kept-alive connections
+
+
