@@ -1,4 +1,5 @@
-"""The fake_aurous fixture, used from a user's test suite (run by pytester)."""
+"""The fake_aurous fixture, used from a user's test suite (run by pytester): the plugin
+loads from its entry point, the marker configures it, and fake_aurous.session() works."""
 
 from __future__ import annotations
 
@@ -27,7 +28,14 @@ def test_fake_aurous_fixture_in_a_user_suite(pytester: pytest.Pytester) -> None:
 
         def test_each_test_gets_a_fresh_server(fake_aurous):
             assert fake_aurous.requests == []
+
+        @pytest.mark.asyncio
+        async def test_session_waits_on_the_fakes_fast_clock(fake_aurous):
+            cid = fake_aurous.add_character(status="ready")
+            async with fake_aurous.session() as s:
+                await s.characters.resynthesize(cid)
+                assert (await s.characters.wait(cid)).status == "reviewing"
         """
     )
     result = pytester.runpytest_subprocess("-p", "asyncio", "-q")
-    result.assert_outcomes(passed=3)
+    result.assert_outcomes(passed=4)

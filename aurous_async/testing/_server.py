@@ -19,7 +19,7 @@ import socket
 import threading
 from collections.abc import Iterator, Mapping
 from types import TracebackType
-from typing import Any, Generic, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 from aiohttp import web
 
@@ -30,6 +30,9 @@ from ._handlers import ROUTES, storage_routes
 from ._pipeline import Pipeline
 from ._records import DEFAULT_VERSION, BucketLimit, Charge, FakeTeam, RecordedRequest
 from ._state import FakeState
+
+if TYPE_CHECKING:
+    from .. import AurousSession
 
 __all__ = ["FakeAurousServer"]
 
@@ -217,6 +220,31 @@ class FakeAurousServer:
         if team is None:
             raise KeyError(api_key)
         return team
+
+    def session(self, **options: Any) -> AurousSession:
+        """An :class:`aurous_async.AurousSession` pointed at this started fake::
+
+            async with fake.session() as s:
+                character = await s.characters.wait(cid)
+
+        It gets this fake's ``base_url``, the default team's ``api_key`` and, unless the
+        fake runs on real time, the fake's own clock: a :class:`ScaledClock` shared by
+        both sides agrees on every instant (not just on the scale), so the client's
+        polls and rate-limit pacing run as fast as the fake's time, and its buckets
+        match the fake's — no 429s. Any ``options`` (``timeout=``, ``rate_limits=``,
+        ``clock=``, even ``api_key=``) are passed on and win over these.
+        """
+        if not self.base_url:
+            raise RuntimeError("start the fake first (async with, start() or run_in_thread())")
+        # The one place the fake touches the client side, imported here so the fake's
+        # own modules stay an independent reading of the docs.
+        from .. import AurousSession
+
+        options.setdefault("api_key", self.api_key)
+        options.setdefault("base_url", self.base_url)
+        if not isinstance(self.clock, SystemClock):
+            options.setdefault("clock", self.clock)
+        return AurousSession(**options)
 
     # -- inspection --------------------------------------------------------------------
 
