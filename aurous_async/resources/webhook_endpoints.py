@@ -57,8 +57,7 @@ def _events(value: object) -> list[str]:
             raise TypeError(f"each event type must be a str, not {type(event).__name__}")
         if not event:
             raise ValueError("an event type must not be empty")
-    # EventType members are str subclasses; the JSON carries their plain values.
-    return [str(event) for event in events]
+    return events
 
 
 def _metadata(value: object) -> dict[str, str]:
@@ -141,7 +140,7 @@ class WebhookEndpoints:
             raise ValueError("event_type must not be empty")
         response = await self._transport.request(ApiCall(
             method="POST", path=path, bucket="webhooks_test",
-            json={"event_type": str(event_type)},
+            json={"event_type": event_type},
         ))
         return response.into(WebhookTestFire)
 
