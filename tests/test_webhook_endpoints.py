@@ -123,7 +123,7 @@ async def endpoints(api: Api, buckets: Buckets) -> AsyncIterator[WebhookEndpoint
 
 
 async def test_create_sends_the_documented_body(endpoints: WebhookEndpoints, api: Api) -> None:
-    """Guards: wrong method, path or field names, or enum members sent as reprs."""
+    """Guards: wrong method, path or field names in the registration."""
     created = await endpoints.create(
         "https://example.com/hook", events=[EventType.CHARACTER_COMPLETED, "character.failed"],
         description="prod", metadata={"team": "render"},

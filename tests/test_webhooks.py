@@ -17,6 +17,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+import yarl
 from aiohttp import web
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -150,7 +151,8 @@ MALFORMED = [
     f"t={NOW},t={NOW},v1={GOOD_HEX}", f"t={NOW},v1=xyz", f"t={NOW},v1={GOOD_HEX[:-1]}",
     f"t={NOW},v1={GOOD_HEX}0", f"t={NOW},v1=", f"t={NOW},v0={GOOD_HEX}",
     f"t={NOW};v1={GOOD_HEX}", f"t={NOW},v1={GOOD_HEX},", f"t={NOW} v1={GOOD_HEX}",
-    f"t={NOW},v1={OTHER_DIGITS}", "t=" + "1" * 9000, f"t={NOW},v1 {GOOD_HEX}",
+    f"t={NOW},v1={OTHER_DIGITS}", f"t={NOW},v1 {GOOD_HEX}",
+    sign(envelope()) + f",v1={GOOD_HEX}" * 130,  # genuine, but past the 8 KiB header cap
 ]
 
 
@@ -222,7 +224,9 @@ def test_str_payload_is_encoded_as_utf8() -> None:
     body = envelope(title="Zoë ✓")
     event = wh.verify(body.decode(), sign(body), SECRET, now=NOW)
     assert event.extra["title"] == "Zoë ✓"
-    assert reason_of("\ud800", sign(b"\xed\xa0\x80")) == "malformed"
+    # A lone surrogate is no text the API could have sent, even when "signed" as such.
+    lone = '{"id": "evt_1", "type": "x", "note": "\ud800"}'
+    assert reason_of(lone, sign(lone.encode("utf-8", "surrogatepass"))) == "malformed"
 
 
 def test_unknown_types_and_fields_are_kept() -> None:
@@ -394,7 +398,7 @@ async def test_bad_signatures_get_400_and_run_nothing(serve: Any) -> None:
         assert (await hook.post(body, None))[1]["reason"] == "missing"
         assert (await hook.post(body, "t=1"))[1]["reason"] == "malformed"
         stale = sign(body, t=int(hook.clock.time()))
-        await hook.clock.advance(301)  # checked against the receiver's clock
+        await hook.clock.advance(301)
         assert (await hook.post(body, stale))[1]["reason"] == "expired"
         await hook.receiver.aclose()
     assert seen == []
@@ -427,8 +431,8 @@ async def test_secret_and_body_never_reach_a_log_line(
 async def test_on_event_raising_is_logged_and_breaks_nothing(
     serve: Any, caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """Guards: a failing callback crashing the app, leaking an unretrieved task
-    exception, or stopping later deliveries."""
+    """Guards: a failing callback (or session.feed) crashing the app, leaking an
+    unretrieved task exception, or stopping later deliveries."""
     loop_errors: list[dict[str, Any]] = []
     asyncio.get_running_loop().set_exception_handler(lambda _, ctx: loop_errors.append(ctx))
     seen: list[str] = []
@@ -438,14 +442,16 @@ async def test_on_event_raising_is_logged_and_breaks_nothing(
         if event.id == "evt_1":
             raise ValueError("boom")
 
-    async with serve(on_event) as hook:
+    async with serve(on_event, session=Sink(fail=True)) as hook:
         assert (await hook.post(envelope("evt_1")))[0] == 200
         assert (await hook.post(envelope("evt_2")))[0] == 200
         await hook.receiver.aclose()
-    assert seen == ["evt_1", "evt_2"]
+    assert seen == ["evt_1", "evt_2"]  # a failing feed does not skip on_event either
     assert loop_errors == []
-    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
-    assert len(errors) == 1 and "evt_1" in errors[0].getMessage() and errors[0].exc_info
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR and r.exc_info]
+    assert sorted(errors) == ["on_event failed for webhook event evt_1 (character.completed)",
+                              "session.feed failed for webhook event evt_1",
+                              "session.feed failed for webhook event evt_2"]
 
 
 async def test_the_2xx_comes_before_a_slow_on_event_finishes(serve: Any) -> None:
@@ -492,6 +498,21 @@ async def test_oversized_bodies_get_413(serve: Any) -> None:
         assert (await hook.post(envelope()))[0] == 200
         await hook.receiver.aclose()
     assert seen == ["evt_1"]
+
+
+async def test_a_declared_oversize_body_is_refused_unread(serve: Any) -> None:
+    """Guards: reading a body the Content-Length already says is too big (the app's
+    own cap may be far larger)."""
+    async with serve(max_body_size=200) as hook:
+        url = yarl.URL(hook.url)
+        reader, writer = await asyncio.open_connection(url.host, url.port)
+        writer.write(b"POST /hook HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n\r\n{")
+        await writer.drain()
+        # Only the first byte of the body was sent: an answer proves it was not awaited.
+        status_line = await asyncio.wait_for(reader.readline(), timeout=10)
+        writer.close()
+        await writer.wait_closed()
+    assert status_line.split()[1] == b"413"
 
 
 async def test_memory_of_event_ids_is_bounded(serve: Any, monkeypatch: pytest.MonkeyPatch) -> None:
