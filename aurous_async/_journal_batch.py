@@ -84,7 +84,7 @@ class StoredJournal:
             new = [JournalRecord(character_id=cid, state=JournalState.PENDING, updated_at=now)
                    for cid in wanted if cid not in known]
             if new:
-                await self._add(name, owner, new, len(existing))
+                await self._add(name, owner, new)
         except BaseException:
             await self._release_quietly(name, owner)
             raise
@@ -151,9 +151,8 @@ class StoredJournal:
         the store (a missing SQLite file is an error)."""
         raise NotImplementedError
 
-    async def _add(self, batch: str, owner: str, records: Sequence[JournalRecord],
-                   start: int) -> None:
-        """Append new records (positions ``start``…) in one transaction; fenced."""
+    async def _add(self, batch: str, owner: str, records: Sequence[JournalRecord]) -> None:
+        """Append new records after the existing ones, in one transaction; fenced."""
         raise NotImplementedError
 
     async def _put(self, batch: str, owner: str, record: JournalRecord) -> None:

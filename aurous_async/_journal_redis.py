@@ -197,8 +197,7 @@ class RedisJournal(StoredJournal):
             raise JournalError(f"the Redis journal at {self._where()} holds a corrupt record "
                                f"for {character_id!r}") from exc
 
-    async def _add(self, batch: str, owner: str, records: Sequence[JournalRecord],
-                   start: int) -> None:
+    async def _add(self, batch: str, owner: str, records: Sequence[JournalRecord]) -> None:
         keys = self._keys(batch)
         for first in range(0, len(records), _ADD_CHUNK):
             args: list[Any] = [owner, self._ttl_ms(self.lease_ttl)]

@@ -54,23 +54,23 @@ CREATE TABLE IF NOT EXISTS batches (
     created_at REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS records (
+    id INTEGER PRIMARY KEY,     -- rowid: the order added
     batch_id INTEGER NOT NULL REFERENCES batches(id),
     character_id TEXT NOT NULL,
-    seq INTEGER NOT NULL,       -- order added
     state TEXT NOT NULL,
     idempotency_key TEXT,
     sent_at REAL,
     request_id TEXT,
     status TEXT,
-    character TEXT,             -- the last Character JSON
+    character TEXT,             -- the last Character JSON (a rowid table stores it compactly)
     error_class TEXT,
     error_code TEXT,
     error_message TEXT,
     charged INTEGER NOT NULL DEFAULT 0,
     final INTEGER NOT NULL DEFAULT 0,
     updated_at REAL NOT NULL,
-    PRIMARY KEY (batch_id, character_id)
-) WITHOUT ROWID;
+    UNIQUE (batch_id, character_id)
+);
 """
 
 _COLUMNS = ("state, idempotency_key, sent_at, request_id, status, character, error_class, "
@@ -229,7 +229,7 @@ class SQLiteJournal(StoredJournal):
         if batch_id is None:
             return []
         rows = conn.execute(f"SELECT character_id, {_COLUMNS} FROM records WHERE batch_id = ? "
-                            "ORDER BY seq", (batch_id,)).fetchall()
+                            "ORDER BY id", (batch_id,)).fetchall()
         return [self._decode(row) for row in rows]
 
     def _decode(self, row: tuple[Any, ...]) -> JournalRecord:
@@ -245,19 +245,17 @@ class SQLiteJournal(StoredJournal):
             raise JournalError(f"the journal {self.path} holds a corrupt record for "
                                f"{row[0]!r}: {exc}") from exc
 
-    async def _add(self, batch: str, owner: str, records: Sequence[JournalRecord],
-                   start: int) -> None:
-        await self._call(self._add_sync, batch, owner, records, start)
+    async def _add(self, batch: str, owner: str, records: Sequence[JournalRecord]) -> None:
+        await self._call(self._add_sync, batch, owner, records)
 
     def _add_sync(self, conn: sqlite3.Connection, batch: str, owner: str,
-                  records: Sequence[JournalRecord], start: int) -> None:
-        rows = [(record.character_id, start + n, *_values(record))
-                for n, record in enumerate(records)]
+                  records: Sequence[JournalRecord]) -> None:
+        rows = [(record.character_id, *_values(record)) for record in records]
         with _transaction(conn):
             batch_id = self._fence(conn, batch, owner)
             conn.executemany(
-                f"INSERT INTO records (batch_id, character_id, seq, {_COLUMNS}) "
-                f"VALUES ({batch_id}, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+                f"INSERT INTO records (batch_id, character_id, {_COLUMNS}) "
+                f"VALUES ({batch_id}, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
 
     async def _put(self, batch: str, owner: str, record: JournalRecord) -> None:
         await self._call(self._put_sync, batch, owner, record)
