@@ -3,6 +3,7 @@ the state machine of the writes, and the base class both stores build on."""
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import logging
 import math
@@ -45,7 +46,7 @@ def _character(value: object) -> Mapping[str, Any] | None:
     raise TypeError(f"character must be a mapping (the Character JSON), not {type(value).__name__}")
 
 
-class StoredJournal:
+class StoredJournal(abc.ABC):
     """The store-independent half of a journal: lease renewal, handles, validation.
 
     Subclasses implement the storage primitives (the ``_``-prefixed coroutines below);
@@ -134,36 +135,38 @@ class StoredJournal:
 
     # Storage primitives --------------------------------------------------------------
 
+    @abc.abstractmethod
     async def _acquire(self, batch: str, owner: str, now: float, ttl: float) -> None:
         """Make ``owner`` the lease holder, or raise :class:`BatchInUseError`."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     async def _renew(self, batch: str, owner: str, now: float, ttl: float) -> bool:
         """Extend ``owner``'s lease; ``False`` when someone else holds it now."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     async def _release(self, batch: str, owner: str) -> None:
         """Give the lease up if ``owner`` still holds it."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     async def _load(self, batch: str, *, create: bool = True) -> list[JournalRecord]:
         """The records of ``batch`` in the order added. ``create=False``: do not make
         the store (a missing SQLite file is an error)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     async def _add(self, batch: str, owner: str, records: Sequence[JournalRecord]) -> None:
         """Append new records after the existing ones, in one transaction; fenced."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     async def _put(self, batch: str, owner: str, record: JournalRecord) -> None:
         """Replace one existing record; fenced."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     async def _batch_names(self) -> list[str]:
-        raise NotImplementedError
+        """The names of every batch in the store, in any order."""
 
+    @abc.abstractmethod
     async def _close(self) -> None:
-        raise NotImplementedError
+        """Close the store (called once, after the handles are closed)."""
 
 
 _S = TypeVar("_S", bound=StoredJournal)

@@ -104,6 +104,8 @@ class SQLiteJournal(StoredJournal):
         self.path = os.fspath(path)
         if not self.path:
             raise ValueError("path must not be empty")
+        # Fixed now: a later chdir must not move the journal.
+        self._file = Path(self.path).absolute()
         self._executor: ThreadPoolExecutor | None = None
         # Touched only on the worker thread:
         self._conn: sqlite3.Connection | None = None
@@ -129,9 +131,9 @@ class SQLiteJournal(StoredJournal):
             raise JournalError(f"the journal {self.path} cannot be used: {exc}") from exc
 
     def _connect(self, create: bool) -> sqlite3.Connection:
-        if not create and not os.path.exists(self.path):
+        if not create and not self._file.exists():
             raise JournalError(f"there is no journal at {self.path}")
-        uri = Path(self.path).absolute().as_uri() + ("?mode=rwc" if create else "?mode=rw")
+        uri = self._file.as_uri() + ("?mode=rwc" if create else "?mode=rw")
         conn = sqlite3.connect(uri, uri=True, timeout=_BUSY_TIMEOUT, isolation_level=None)
         try:
             self._prepare(conn)

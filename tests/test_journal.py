@@ -333,6 +333,19 @@ async def test_a_final_error_after_the_2xx_is_recorded_as_charged(tmp_path: Path
         assert (await journal.read_batch("b"))[0].charged
 
 
+async def test_a_relative_path_is_fixed_when_the_journal_is_made(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Guards relative paths: a chdir before the first write must not move the journal
+    (the next run would find no record and charge every id again)."""
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path)
+    journal = SQLiteJournal("j.db")
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    async with journal:
+        await (await journal.open_batch("b", ["a"])).aclose()
+    assert (tmp_path / "j.db").exists() and not (tmp_path / "elsewhere" / "j.db").exists()
+
+
 async def test_statements_never_run_on_the_event_loop_thread(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Guards "never blocks the event loop": every statement runs on the worker thread."""
