@@ -46,7 +46,7 @@ import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from ._redact import redact
+from ._redact import redact, redact_headers
 
 if TYPE_CHECKING:
     from ._models import Character
@@ -307,6 +307,10 @@ def parse_retry_after(value: str | None, *, now: float) -> float | None:
     return seconds
 
 
+def _redacted(value: str | None, secrets: tuple[str, ...]) -> str | None:
+    return None if value is None else redact(value, *secrets)
+
+
 def error_from_response(
     status: int,
     headers: Mapping[str, str],
@@ -327,10 +331,11 @@ def error_from_response(
     fields: dict[str, str | None] = {}
     for name in ("type", "code", "message", "param", "doc_url", "request_id"):
         value = error.get(name) if isinstance(error, dict) else None
-        fields[name] = value if isinstance(value, str) else None
-    request_id = fields["request_id"] or headers.get("Aurous-Request-Id")
+        # Every server-controlled string may echo a secret (a proxy, a hostile server).
+        fields[name] = redact(value, *secrets) if isinstance(value, str) else None
+    request_id = fields["request_id"] or _redacted(headers.get("Aurous-Request-Id"), secrets)
     if fields["message"]:
-        message = redact(fields["message"], *secrets)
+        message = fields["message"]
     elif isinstance(error, dict):
         message = "the server's error body has no message"
     else:
@@ -345,7 +350,7 @@ def error_from_response(
         "param": fields["param"],
         "doc_url": fields["doc_url"],
         "request_id": request_id,
-        "headers": headers,
+        "headers": redact_headers(headers, *secrets),
         "body": redact(text, *secrets),
     }
     if issubclass(cls, RateLimitError):

@@ -4,9 +4,17 @@ a ``repr`` or an exception message."""
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 
-# Query parameters that carry a credential in Aurous URLs (signed refs, upload URLs).
-_SECRET_QUERY = re.compile(r"([?&](?:token|signature|sig|key|api_key)=)[^&#\s\"']*", re.IGNORECASE)
+from multidict import CIMultiDict
+
+# Query parameters that carry a credential: Aurous signed URLs, and the S3 and GCS
+# presigned upload URLs the API may hand out.
+_SECRET_QUERY = re.compile(
+    r"([?&](?:token|signature|sig|key|api_key|x-amz-signature|x-amz-credential|"
+    r"x-amz-security-token|x-goog-signature|x-goog-credential)=)[^&#\s\"']*",
+    re.IGNORECASE,
+)
 _API_KEY = re.compile(r"\b(al_live_|al_test_|og_)[A-Za-z0-9_\-]{6,}")
 
 
@@ -25,7 +33,13 @@ def redact(text: str, *secrets: str | None) -> str:
     for secret in secrets:
         if secret:
             text = text.replace(secret, "<redacted>")
-    return _API_KEY.sub(lambda m: m.group(1) + "…", redact_url(text))
+    text = _API_KEY.sub(lambda m: m.group(1) + "…", redact_url(text))
+    return _WEBHOOK_SECRET.sub("whsec_…", text) if "whsec_" in text else text
+
+
+def redact_headers(headers: Mapping[str, str], *secrets: str | None) -> CIMultiDict[str]:
+    """A copy of ``headers`` with :func:`redact` applied to every value."""
+    return CIMultiDict((name, redact(value, *secrets)) for name, value in headers.items())
 
 
 def key_hint(api_key: str) -> str:

@@ -24,19 +24,20 @@ import asyncio
 import json
 import logging
 import math
+import re
 import uuid
 from collections.abc import Mapping
-from typing import Any, TypeVar
+from typing import Any
 
 import attrs
 import backoff
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
+from ._calls import ApiCall, ApiResponse
 from ._clock import Clock
 from ._config import Config
 from ._context import current_deadline, take_token_callback
-from ._convert import DecodeError, decode
 from ._errors import (
     APIConnectionError,
     APIStatusError,
@@ -52,11 +53,10 @@ from ._errors import (
 )
 from ._http import HttpClient, SendMarker
 from ._ratelimit import RateLimiter, RateLimitFeedback
-from ._redact import redact
+from ._redact import redact, redact_headers
 
 __all__ = ["ApiCall", "ApiResponse", "Transport"]
 
-T = TypeVar("T")
 logger = logging.getLogger("aurous_async")
 
 #: A Retry-After longer than this is not slept through: the call raises RateLimitError.
@@ -65,51 +65,7 @@ _BACKOFF_CAP = 30.0
 # A retry that finds its own first attempt still running waits 0.5 s doubling to 8 s (as
 # the API reference advises), for at most a minute from that first 409: then it is stuck.
 _IN_FLIGHT_START, _IN_FLIGHT_CAP, _IN_FLIGHT_BUDGET = 0.5, 8.0, 60.0
-
-
-@attrs.frozen(kw_only=True)
-class ApiCall:
-    """What a resource method asks of the transport."""
-
-    method: str
-    path: str
-    bucket: str
-    params: Mapping[str, str] | None = None
-    json: Any = None
-    idempotency_key: str | None = None
-
-
-@attrs.frozen(kw_only=True)
-class ApiResponse:
-    """A successful answer, JSON-decoded."""
-
-    status: int
-    data: Any
-    headers: Mapping[str, str]
-    request_id: str | None
-
-    def into(self, cls: type[T]) -> T:
-        """The body as ``cls`` (with ``request_id`` filled in where the class has it)."""
-        data = self.data
-        if self.request_id and isinstance(data, dict) and _carries_request_id(cls):
-            data = {**data, "request_id": self.request_id}
-        try:
-            return decode(data, cls)
-        except DecodeError as exc:
-            raise MalformedResponseError(
-                str(exc), status=self.status, request_id=self.request_id,
-                headers=self.headers, body=None,
-            ) from None
-
-
-_REQUEST_ID_FIELD: dict[type, bool] = {}
-
-
-def _carries_request_id(cls: type) -> bool:
-    known = _REQUEST_ID_FIELD.get(cls)
-    if known is None:
-        known = _REQUEST_ID_FIELD[cls] = attrs.has(cls) and "request_id" in attrs.fields_dict(cls)
-    return known
+_PLAIN_REQUEST_ID = re.compile(r"[A-Za-z0-9_.:\-]{1,128}\Z")
 
 
 class Transport:
@@ -171,6 +127,7 @@ class Transport:
         deadline = current_deadline()
         waits: Any = None  # the backoff schedule, made only if a retry needs it
         in_flight_wait, in_flight_since = _IN_FLIGHT_START, math.nan
+        confirmed = False  # the free reads of call.confirm have had their turn
         failures = 0  # attempts that count against max_retries
         attempt = 0
         while True:
@@ -201,6 +158,14 @@ class Transport:
                 now = clock.monotonic()
                 if math.isnan(in_flight_since):
                     in_flight_since = now
+                if call.confirm is not None and not confirmed:
+                    # Watch for its effect with free reads instead of spending a paid
+                    # token on every re-check; one more POST settles what they cannot.
+                    confirmed = True
+                    answer = await self._await_original(call, error, deadline, in_flight_since)
+                    if answer is not None:
+                        return answer
+                    continue
                 wait, in_flight_wait = in_flight_wait, min(in_flight_wait * 2, _IN_FLIGHT_CAP)
                 if now - in_flight_since + wait > _IN_FLIGHT_BUDGET:
                     raise error
@@ -220,6 +185,27 @@ class Transport:
                     _short(error), wait, attempt + 1, config.max_retries + 1,
                 )
             await clock.sleep(wait)
+
+    async def _await_original(self, call: ApiCall, error: AurousError, deadline: float | None,
+                              since: float) -> ApiResponse | None:
+        """Poll ``call.confirm`` (0.5 s doubling to 8 s, within the in-flight budget and
+        the deadline) until it shows the original's effect; ``None`` if it never does."""
+        assert call.confirm is not None
+        clock, wait = self._clock, _IN_FLIGHT_START
+        while True:
+            now = clock.monotonic()
+            if now - since + wait > _IN_FLIGHT_BUDGET:
+                return None
+            if deadline is not None and now + wait > deadline:
+                raise error
+            await clock.sleep(wait)
+            wait = min(wait * 2, _IN_FLIGHT_CAP)
+            try:
+                answer = await call.confirm()
+            except AurousError:
+                continue  # a read that failed tells nothing either way
+            if answer is not None:
+                return answer
 
     async def _acquire(self, limiter: RateLimiter, bucket: str, deadline: float | None) -> None:
         if self._closed:
@@ -300,6 +286,9 @@ class Transport:
             # started.
             self._feedback(call.bucket, status, resp_headers, sent_at if sent.sent else None)
         request_id = resp_headers.get("Aurous-Request-Id")
+        if request_id is not None and (not _PLAIN_REQUEST_ID.match(request_id)
+                                       or self._config.api_key in request_id):
+            request_id = redact(request_id, *self._secrets)  # a server echoing secrets
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug("%s %s -> %d %s attempt=%d %.3fs", call.method, call.path, status,
                          request_id or "-", attempt, clock.monotonic() - sent_at)
@@ -310,7 +299,7 @@ class Transport:
             raise APIStatusError(
                 f"unexpected redirect to {location}; redirects are not followed so the API "
                 "key never travels to another host", status=status, code="unexpected_redirect",
-                request_id=request_id, headers=CIMultiDict(resp_headers),
+                request_id=request_id, headers=redact_headers(resp_headers, *self._secrets),
             )
         error = error_from_response(status, CIMultiDict(resp_headers), answer.body,
                                     now=clock.time(), secrets=self._secrets)
@@ -327,7 +316,8 @@ class Transport:
         except (ValueError, RecursionError):
             raise MalformedResponseError(
                 f"HTTP {status} with a body that is not valid JSON", status=status,
-                code="invalid_json", request_id=request_id, headers=CIMultiDict(headers),
+                code="invalid_json", request_id=request_id,
+                headers=redact_headers(headers, *self._secrets),
                 body=redact(raw[:200].decode("utf-8", "replace"), *self._secrets),
             ) from None
         if headers.get("Aurous-Idempotent-Replayed", "").lower() == "true" \

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -19,7 +19,7 @@ from .._models import (
     StatusUpdate,
 )
 from .._parts import SessionParts
-from .._transport import ApiCall, Transport
+from .._transport import ApiCall, ApiResponse, Transport
 from .._validate import (
     check_bool,
     integer,
@@ -32,6 +32,9 @@ from .._watch import raise_if_failed, watch_character
 from .uploads import Uploads
 
 __all__ = ["Characters", "get_character", "save_character"]
+
+#: How far the server's clock may be behind ours when we read ``updated_at`` (seconds).
+_CLOCK_SKEW = 5.0
 
 
 async def get_character(transport: Transport, character_id: str) -> Character:
@@ -237,7 +240,25 @@ class Characters:
         return await self._call(ApiCall(
             method="POST", path=path, bucket="characters_synthesize", json=body,
             idempotency_key=validate_idempotency_key(idempotency_key),
+            confirm=self._synthesis_started(character_id),
         ))
+
+    def _synthesis_started(self, character_id: str) -> Callable[[], Awaitable[ApiResponse | None]]:
+        """A free read that shows a paid POST of ours took effect: the character is
+        ``synthesizing`` and changed after the call began (with a margin for clock skew
+        between us and the server)."""
+        transport, since = self._transport, self._parts.clock.time() - _CLOCK_SKEW
+
+        async def confirm() -> ApiResponse | None:
+            response = await transport.request(ApiCall(
+                method="GET", path=f"/v1/characters/{path_id(character_id)}",
+                bucket="characters_get",
+            ))
+            character = response.into(Character)
+            changed = character.updated_at is not None and character.updated_at.timestamp() >= since
+            return response if character.status == "synthesizing" and changed else None
+
+        return confirm
 
     async def regenerate_ref(
         self,
@@ -262,6 +283,7 @@ class Characters:
         return await self._call(ApiCall(
             method="POST", path=path, bucket="characters_synthesize", json=body,
             idempotency_key=validate_idempotency_key(idempotency_key),
+            confirm=self._synthesis_started(character_id),
         ))
 
 

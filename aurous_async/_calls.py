@@ -1,0 +1,66 @@
+"""What a resource asks of the transport (:class:`ApiCall`), and what it gets back
+(:class:`ApiResponse`)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
+
+import attrs
+
+from ._convert import DecodeError, decode
+from ._errors import MalformedResponseError
+
+__all__ = ["ApiCall", "ApiResponse"]
+
+T = TypeVar("T")
+
+
+@attrs.frozen(kw_only=True)
+class ApiCall:
+    """What a resource method asks of the transport."""
+
+    method: str
+    path: str
+    bucket: str
+    params: Mapping[str, str] | None = None
+    json: Any = None
+    idempotency_key: str | None = None
+    #: For a paid POST: a free read that returns the answer the POST would have given
+    #: once its effect is visible (``None`` while it cannot tell). Used when a retry finds
+    #: the first attempt still running, so waiting for it costs no paid tokens.
+    confirm: Callable[[], Awaitable[ApiResponse | None]] | None = attrs.field(
+        default=None, eq=False, repr=False)
+
+
+@attrs.frozen(kw_only=True)
+class ApiResponse:
+    """A successful answer, JSON-decoded."""
+
+    status: int
+    data: Any
+    headers: Mapping[str, str]
+    request_id: str | None
+
+    def into(self, cls: type[T]) -> T:
+        """The body as ``cls`` (with ``request_id`` filled in where the class has it)."""
+        data = self.data
+        if self.request_id and isinstance(data, dict) and _carries_request_id(cls):
+            data = {**data, "request_id": self.request_id}
+        try:
+            return decode(data, cls)
+        except DecodeError as exc:
+            raise MalformedResponseError(
+                str(exc), status=self.status, request_id=self.request_id,
+                headers=self.headers, body=None,
+            ) from None
+
+
+_REQUEST_ID_FIELD: dict[type, bool] = {}
+
+
+def _carries_request_id(cls: type) -> bool:
+    known = _REQUEST_ID_FIELD.get(cls)
+    if known is None:
+        known = _REQUEST_ID_FIELD[cls] = attrs.has(cls) and "request_id" in attrs.fields_dict(cls)
+    return known
