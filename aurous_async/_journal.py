@@ -193,6 +193,7 @@ def check_ids(ids: object) -> list[str]:
         result[character_id] = None
     return list(result)
 
+
 _T = TypeVar("_T", bound="Journal")
 
 
