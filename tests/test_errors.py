@@ -157,8 +157,19 @@ async def test_errors_from_the_fake_carry_request_ids(session: aa.AurousSession,
 
 # -- hostile bodies through the decoders ---------------------------------------------------
 
+def _nested(depth: int) -> list:
+    value: list = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=20),
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True, allow_infinity=True)
+    # Numbers no float can hold (a 401-digit int once escaped as OverflowError), and
+    # nesting deep enough to exhaust a naive recursive decoder.
+    | st.integers(min_value=-(10**401), max_value=10**401) | st.text(max_size=20)
+    | st.integers(min_value=200, max_value=600).map(_nested),
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=5),
     max_leaves=25,
 )
@@ -176,8 +187,15 @@ character_like = st.fixed_dictionaries(
         "error": json_values,
     },
 )
+balance_like = st.fixed_dictionaries(
+    {"credits": json_values, "available_credits": json_values},
+    optional={"held_credits": json_values, "confidence": json_values, "pose": json_values,
+              "upload_id": json_values},
+)
 bodies = st.one_of(
     st.binary(max_size=200),
+    st.just(b"[" * 100_000),
+    balance_like.map(lambda v: json.dumps(v).encode()),
     json_values.map(lambda v: json.dumps(v).encode()),
     character_like.map(lambda v: json.dumps(v).encode()),
 )
@@ -195,10 +213,11 @@ def test_any_status_and_body_yield_a_model_or_an_aurous_error(status: int, body:
     if 200 <= status < 300:
         try:
             data = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):
             return  # the transport turns non-JSON 2xx into MalformedResponseError (tested live)
         response = ApiResponse(status=status, data=data, headers=hdrs, request_id=None)
-        for cls in (aa.Character, aa.DeletedCharacter, aa.Balance, aa.UploadTicket):
+        for cls in (aa.Character, aa.DeletedCharacter, aa.Balance, aa.UploadTicket,
+                    aa.UploadClassification):
             try:
                 value = response.into(cls)
             except aa.AurousError:

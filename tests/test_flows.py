@@ -233,7 +233,9 @@ async def test_one_failure_does_not_stop_the_others(fs: aa.AurousSession, ffake:
 
 async def test_many_errors_per_character_are_reported(fs: aa.AurousSession, ffake: FakeAurousServer) -> None:
     good = ffake.add_character()
+    ffake.synthesis_seconds = 10_000  # busy stays busy, however slow this machine is
     busy = ffake.add_character(status="synthesizing")
+    ffake.synthesis_seconds = 30
     results = {r.character_id: r async for r in fs.characters.resynthesize_many([good, "char_gone", busy])}
     assert results[good].ok
     assert isinstance(results["char_gone"].error, aa.NotFoundError)
