@@ -201,8 +201,13 @@ class WebhookReceiver:
         """Refuse further deliveries (503, so the API retries them elsewhere or later)
         and wait for the callbacks still running."""
         self._closed = True
+        # A delivery read before the close may still add a task: loop until none is left.
         while self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            running = list(self._tasks)
+            await asyncio.gather(*running, return_exceptions=True)
+            # Explicitly: gather over finished tasks may return without yielding to the
+            # loop (Python 3.12+), before their done callbacks could discard them.
+            self._tasks.difference_update(running)
 
 
 def aiohttp_handler(
