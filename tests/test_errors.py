@@ -168,7 +168,8 @@ json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True, allow_infinity=True)
     # Numbers no float can hold (a 401-digit int once escaped as OverflowError), and
     # nesting deep enough to exhaust a naive recursive decoder.
-    | st.integers(min_value=-(10**401), max_value=10**401) | st.text(max_size=20)
+    | st.integers(min_value=10**309, max_value=10**401) | st.integers(max_value=-(10**309))
+    | st.text(max_size=20)
     | st.integers(min_value=200, max_value=600).map(_nested),
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=5),
     max_leaves=25,
