@@ -187,7 +187,10 @@ class JournalBatch:
         self.name = name
         self._owner = owner
         self._records = {record.character_id: record for record in records}
-        self._lock = asyncio.Lock()  # one write at a time: each checks the state it moves
+        # The last write of each id still in flight: a write waits for the one before it
+        # (each checks the state it moves), while writes of different ids overlap, so a
+        # store can commit them together.
+        self._inflight: dict[str, asyncio.Task[JournalRecord]] = {}
         self._lease_lost = False
         self._closed = False
         self._renewal = asyncio.ensure_future(self._renew_forever())
@@ -328,24 +331,35 @@ class JournalBatch:
             raise JournalError(f"batch {self.name!r} is closed")
         # Shielded, so a cancelled caller cannot leave memory and store disagreeing: the
         # commit (and the in-memory update after it) finishes either way.
-        task = asyncio.ensure_future(self._commit(character_id, change))
-        task.add_done_callback(_consume)
+        previous = self._inflight.get(character_id)
+        task = asyncio.ensure_future(self._commit(character_id, change, previous))
+        self._inflight[character_id] = task
+        task.add_done_callback(lambda done: self._settled(character_id, done))
         return await asyncio.shield(task)
 
-    async def _commit(self, character_id: str,
-                      change: Callable[[JournalRecord], JournalRecord]) -> JournalRecord:
-        async with self._lock:
-            new = change(self._records[character_id])
-            new = attrs.evolve(new, updated_at=self.journal.clock.time())
-            if self._lease_lost:
-                raise LeaseLostError(f"batch {self.name!r} was taken over by another runner")
-            try:
-                await self.journal._put(self.name, self._owner, new)
-            except LeaseLostError:
-                self._lease_lost = True
-                raise
-            self._records[character_id] = new
-            return new
+    async def _commit(self, character_id: str, change: Callable[[JournalRecord], JournalRecord],
+                      previous: asyncio.Task[JournalRecord] | None) -> JournalRecord:
+        if previous is not None:
+            await asyncio.wait([previous])  # its outcome is its caller's business
+        new = change(self._records[character_id])
+        new = attrs.evolve(new, updated_at=self.journal.clock.time())
+        if self._lease_lost:
+            raise LeaseLostError(f"batch {self.name!r} was taken over by another runner")
+        try:
+            await self.journal._put(self.name, self._owner, new)
+        except LeaseLostError:
+            self._lease_lost = True
+            raise
+        self._records[character_id] = new
+        return new
+
+    def _settled(self, character_id: str, task: asyncio.Task[JournalRecord]) -> None:
+        if self._inflight.get(character_id) is task:
+            del self._inflight[character_id]
+        # The caller may have been cancelled and never see the outcome; read the
+        # exception so asyncio does not report it as never retrieved.
+        if not task.cancelled():
+            task.exception()
 
     async def _renew_forever(self) -> None:
         journal = self.journal
@@ -370,8 +384,8 @@ class JournalBatch:
         self._closed = True
         self._renewal.cancel()
         await asyncio.gather(self._renewal, return_exceptions=True)
-        async with self._lock:
-            pass  # let a write already started commit before the lease goes
+        if self._inflight:  # let writes already started commit before the lease goes
+            await asyncio.wait(list(self._inflight.values()))
         self.journal._handles.discard(self)
         if not self._lease_lost:
             await self.journal._release_quietly(self.name, self._owner)
@@ -395,10 +409,3 @@ def _expect(record: JournalRecord, *states: JournalState) -> None:
 def _status_of(character: Mapping[str, Any] | None, default: str | None) -> str | None:
     status = character.get("status") if character is not None else None
     return status if isinstance(status, str) else default
-
-
-def _consume(task: asyncio.Task[Any]) -> None:
-    # The caller may have been cancelled and never see the outcome; read the exception so
-    # asyncio does not report it as never retrieved.
-    if not task.cancelled():
-        task.exception()

@@ -107,6 +107,11 @@ class SQLiteJournal(StoredJournal):
         # Fixed now: a later chdir must not move the journal.
         self._file = Path(self.path).absolute()
         self._executor: ThreadPoolExecutor | None = None
+        # Group commit: writes that arrive while a transaction is on disk wait here and
+        # go together in the next one (one fsync for all), each still acknowledged only
+        # once committed.
+        self._queue: list[tuple[str, str, JournalRecord, asyncio.Future[None]]] = []
+        self._flusher: asyncio.Task[None] | None = None
         # Touched only on the worker thread:
         self._conn: sqlite3.Connection | None = None
         self._batch_ids: dict[str, int] = {}
@@ -260,17 +265,61 @@ class SQLiteJournal(StoredJournal):
                 f"VALUES ({batch_id}, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
 
     async def _put(self, batch: str, owner: str, record: JournalRecord) -> None:
-        await self._call(self._put_sync, batch, owner, record)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.append((batch, owner, record, done))
+        if self._flusher is None:
+            self._flusher = asyncio.ensure_future(self._flush())
+        await done
 
-    def _put_sync(self, conn: sqlite3.Connection, batch: str, owner: str,
-                  record: JournalRecord) -> None:
-        values = _values(record)  # encoded before taking the write lock, which is then short
+    async def _flush(self) -> None:
+        try:
+            while self._queue:
+                items, self._queue = self._queue, []
+                try:
+                    outcomes = await self._call(self._put_many_sync,
+                                                [item[:3] for item in items])
+                except asyncio.CancelledError:
+                    for *_, done in items:
+                        done.cancel()
+                    raise
+                except Exception as exc:  # the transaction failed: every write in it did
+                    outcomes = [exc] * len(items)
+                for (*_, done), outcome in zip(items, outcomes, strict=True):
+                    if done.done():
+                        continue
+                    if outcome is None:
+                        done.set_result(None)
+                    else:
+                        done.set_exception(outcome)
+        finally:
+            self._flusher = None
+
+    def _put_many_sync(self, conn: sqlite3.Connection,
+                       items: list[tuple[str, str, JournalRecord]]) -> list[Exception | None]:
+        """Write ``items`` in one transaction; per item, ``None`` or why it was refused."""
+        outcomes: list[Exception | None] = []
+        rows: list[tuple[Any, ...] | None] = []
+        for _, _, record in items:
+            try:  # encoded before taking the write lock, which is then short
+                rows.append(_values(record))
+                outcomes.append(None)
+            except (TypeError, ValueError) as exc:  # not JSON: refused alone
+                rows.append(None)
+                outcomes.append(exc)
+        assignments = ", ".join(f"{column} = ?" for column in _COLUMNS.split(", "))
         with _transaction(conn):
-            batch_id = self._fence(conn, batch, owner)
-            assignments = ", ".join(f"{column} = ?" for column in _COLUMNS.split(", "))
-            conn.execute(f"UPDATE records SET {assignments} "
-                         "WHERE batch_id = ? AND character_id = ?",
-                         (*values, batch_id, record.character_id))
+            for n, ((batch, owner, record), values) in enumerate(zip(items, rows, strict=True)):
+                if values is None:
+                    continue
+                try:
+                    batch_id = self._fence(conn, batch, owner)
+                except LeaseLostError as exc:
+                    outcomes[n] = exc
+                    continue
+                conn.execute(f"UPDATE records SET {assignments} "
+                             "WHERE batch_id = ? AND character_id = ?",
+                             (*values, batch_id, record.character_id))
+        return outcomes
 
     async def _batch_names(self) -> list[str]:
         return await self._call(self._names_sync, create=False)
