@@ -50,10 +50,11 @@ class ApiResponse:
         try:
             return decode(data, cls)
         except DecodeError as exc:
-            raise MalformedResponseError(
-                str(exc), status=self.status, request_id=self.request_id,
-                headers=self.headers, body=None,
-            ) from None
+            message = str(exc)
+        raise MalformedResponseError(
+            message, status=self.status, request_id=self.request_id, headers=self.headers,
+            body=None,
+        )
 
 
 _REQUEST_ID_FIELD: dict[type, bool] = {}

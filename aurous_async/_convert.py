@@ -100,7 +100,8 @@ def decode(data: Any, cls: type[T]) -> T:
             RecursionError, OverflowError) as exc:
         # The message may quote a server value (a signed URL where a date belongs).
         summary = redact(f"{type(exc).__name__}: {exc}")[:200]
-        raise DecodeError(f"the response is not a valid {cls.__name__}: {summary}") from None
+    # Raised outside the except block, so the original (unredacted) error is not kept.
+    raise DecodeError(f"the response is not a valid {cls.__name__}: {summary}")
 
 
 def encode_attributes(attributes: CharacterAttributes) -> dict[str, Any]:

@@ -314,12 +314,16 @@ class Transport:
         try:
             data = json.loads(raw) if raw else None
         except (ValueError, RecursionError):
+            data = _INVALID
+        if data is _INVALID:
+            # Raised outside the except block: the decode error (which holds the whole
+            # body, echoed secrets and all) must not ride along as __context__.
             raise MalformedResponseError(
                 f"HTTP {status} with a body that is not valid JSON", status=status,
                 code="invalid_json", request_id=request_id,
                 headers=redact_headers(headers, *self._secrets),
                 body=redact(raw[:200].decode("utf-8", "replace"), *self._secrets),
-            ) from None
+            )
         if headers.get("Aurous-Idempotent-Replayed", "").lower() == "true" \
                 and logger.isEnabledFor(logging.DEBUG):
             # Expected after a retry of a paid call: the server answers with the
@@ -395,6 +399,7 @@ def _uncancel(task: asyncio.Task[Any]) -> bool:
 
 
 _NO_HEADERS: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict())
+_INVALID = object()
 
 
 def _header_number(headers: Mapping[str, str], name: str) -> float | None:
