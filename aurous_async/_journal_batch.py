@@ -177,8 +177,9 @@ class JournalBatch:
     Reads (:meth:`records`, :meth:`record`, :meth:`counts`) answer from memory; each
     ``mark_*`` is committed to the store before it returns, survives the cancellation of
     its caller, and raises :class:`LeaseLostError` once another runner has taken the
-    batch over. ``ValueError`` means a transition the state machine forbids (for
-    instance ``done`` back to ``pending``), ``KeyError`` an id not in the batch.
+    batch over. Writes of one id apply in call order; writes of different ids overlap.
+    ``ValueError`` means a transition the state machine forbids (for instance ``done``
+    back to ``pending``), ``KeyError`` an id not in the batch.
     """
 
     def __init__(self, journal: StoredJournal, name: str, owner: str,

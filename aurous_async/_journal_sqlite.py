@@ -4,7 +4,9 @@ Every statement runs on one dedicated worker thread that owns the connection, so
 event loop never waits on the disk and the connection is never shared between threads.
 The file is in WAL mode with ``synchronous=FULL``: a write is on disk (fsynced) before
 the coroutine that made it returns, so neither a killed process nor a power cut loses a
-committed ``sending`` record (whose loss could charge an id twice).
+committed ``sending`` record (whose loss could charge an id twice). Writes that arrive
+while a transaction is being synced are committed together in the next one, so many
+concurrent writers share each fsync.
 
 Several processes may share one file: SQLite serialises their transactions, and the
 batch lease (a row holding the owner's token and a Unix expiry time) decides which of
