@@ -1,51 +1,33 @@
-"""Request overhead: `characters.get` through the SDK (rate limits off) vs raw aiohttp
-vs raw httpx, against one fake server running in its own process.
+"""Request overhead: `characters.get` through the SDK (default configuration, and with
+`rate_limits=None`) vs raw aiohttp (with and without the same decode into models) vs
+httpx, client-bound and end-to-end.
 
-    python benchmarks/bench_requests.py [--seconds 3]
+    python benchmarks/bench_requests.py [--quick] [--rounds 7] [--seconds 0.6]
 
-The server process takes one core, the client the other; requests/s is shared by both
-sides, so client CPU time per request (measured in the client process) is the cleaner
-figure of what each client costs.
+Client-bound: a replay server (see _servers.py) answers with the fake's exact bytes at a
+few µs per request, so the client is the bottleneck and throughput ratios are ratios of
+client cost. End-to-end: the fake server itself, which saturates first at concurrency 50
+(its figures say what a user sees against it, little about the SDK's own cost).
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
+import contextlib
 import statistics
-import subprocess
-import sys
 import time
-from collections.abc import Awaitable, Callable
+from typing import Any
 
-import aiohttp
-import httpx
-from _common import header, table
+from _clients import CLIENTS, HTTPX, RAW, SDK, SDK_NO_LIMITS, Call, open_client, unavailable
+from _common import header, parser, prose, record, table
+from _servers import ServerProcess
 
-import aurous_async as aa
-
-SERVER = """
-import asyncio, json, sys
-from aurous_async.testing import BucketLimit, FakeAurousServer
-async def main():
-    huge = BucketLimit(per_minute=10**9, burst=10**9)
-    fake = FakeAurousServer(buckets={"characters_get": huge, "get": huge})
-    fake.keep_request_log = False
-    async with fake:
-        cid = fake.add_character(name="bench")
-        print(json.dumps({"url": fake.base_url, "key": fake.api_key, "id": cid}), flush=True)
-        await asyncio.Event().wait()
-asyncio.run(main())
-"""
+# (requests/s, client CPU µs per request) of one round
+Sample = tuple[float, float]
 
 
-ROUNDS = 7
-
-
-async def measure(call: Callable[[], Awaitable[object]], concurrency: int,
-                  seconds: float) -> tuple[float, float]:
-    """Requests per second and client CPU microseconds per request."""
+async def measure(call: Call, concurrency: int, seconds: float) -> Sample:
+    """Requests per second and client CPU microseconds per request over one round."""
     done = 0
     stop = time.perf_counter() + seconds
 
@@ -63,62 +45,109 @@ async def measure(call: Callable[[], Awaitable[object]], concurrency: int,
     return done / wall, cpu / done * 1e6
 
 
-async def run(url: str, key: str, cid: str, seconds: float) -> list[tuple[str, ...]]:
-    headers = {"X-Api-Key": key}
-    path = f"{url}/v1/characters/{cid}"
-    rows = [("concurrency", "SDK / aiohttp", "SDK / httpx", "SDK req/s", "aiohttp req/s",
-             "httpx req/s", "SDK CPU µs/req", "aiohttp CPU µs/req", "httpx CPU µs/req")]
-    limits = httpx.Limits(max_connections=100, max_keepalive_connections=100)
-    connector = aiohttp.TCPConnector(limit=100)
-    async with aa.AurousSession(key, base_url=url, rate_limits=None) as sdk, \
-            aiohttp.ClientSession(headers=headers, connector=connector) as raw, \
-            httpx.AsyncClient(headers=headers, limits=limits) as hx:
+async def interleaved(info: dict[str, Any], clients: list[str], concurrencies: list[int],
+                      rounds: int, seconds: float) -> dict[tuple[int, str], list[Sample]]:
+    """Rounds of every client in turn (SDK, raw, SDK, raw, …), so that load from other
+    work on the machine falls on all of them alike."""
+    url, key, cid = info["url"], info["key"], info["ids"][0]
+    samples: dict[tuple[int, str], list[Sample]] = {}
+    for concurrency in concurrencies:
+        # Fresh clients per concurrency, each warmed with as many connections as it will
+        # use: a pool holding more idle connections than workers costs measurably more.
+        async with contextlib.AsyncExitStack() as stack:
+            calls = {name: await stack.enter_async_context(open_client(name, url, key, cid))
+                     for name in clients}
+            for call in calls.values():
+                for _ in range(2):
+                    await asyncio.gather(*(call() for _ in range(concurrency)))
+            for _ in range(rounds):
+                for name, call in calls.items():
+                    sample = await measure(call, concurrency, seconds)
+                    samples.setdefault((concurrency, name), []).append(sample)
+    return samples
 
-        async def via_sdk() -> object:
-            return await sdk.characters.get(cid)
 
-        async def via_aiohttp() -> object:
-            async with raw.get(path) as response:
-                return await response.json()
-
-        async def via_httpx() -> object:
-            return (await hx.get(path)).json()
-
-        for call in (via_sdk, via_aiohttp, via_httpx):  # warm up connections
-            await asyncio.gather(*(call() for _ in range(50)))
-        for concurrency in (1, 50, 500):
-            # Short rounds, interleaved, medians: this machine's noise moves single
-            # seconds-long runs by 20 %, and interleaving spreads it over all three.
-            samples: dict[str, list[tuple[float, float]]] = {"sdk": [], "aiohttp": [], "httpx": []}
-            for _ in range(ROUNDS):
-                samples["sdk"].append(await measure(via_sdk, concurrency, seconds / ROUNDS))
-                samples["aiohttp"].append(await measure(via_aiohttp, concurrency, seconds / ROUNDS))
-                samples["httpx"].append(await measure(via_httpx, concurrency, seconds / ROUNDS))
-            rps = {k: statistics.median(r for r, _ in v) for k, v in samples.items()}
-            cpu = {k: statistics.median(c for _, c in v) for k, v in samples.items()}
-            sdk_vs_raw = statistics.median(s[0] / a[0] for s, a in zip(samples["sdk"], samples["aiohttp"], strict=True))
-            sdk_vs_httpx = statistics.median(s[0] / h[0] for s, h in zip(samples["sdk"], samples["httpx"], strict=True))
-            rows.append((str(concurrency), f"{sdk_vs_raw:.2f}", f"{sdk_vs_httpx:.2f}",
-                         f"{rps['sdk']:.0f}", f"{rps['aiohttp']:.0f}", f"{rps['httpx']:.0f}",
-                         f"{cpu['sdk']:.0f}", f"{cpu['aiohttp']:.0f}", f"{cpu['httpx']:.0f}"))
+def ratio_rows(samples: dict[tuple[int, str], list[Sample]], clients: list[str],
+               concurrencies: list[int]) -> list[tuple[str, ...]]:
+    rows: list[tuple[str, ...]] = [(
+        "concurrency", "client", "req/s ÷ raw aiohttp, median", "best ÷ best",
+        "CPU/req ÷ raw aiohttp, median", "req/s, median", "req/s, best",
+             "client CPU µs/req, median")]
+    for concurrency in concurrencies:
+        raw = samples[(concurrency, RAW)]
+        for name in clients:
+            mine = samples[(concurrency, name)]
+            per_round = statistics.median(m[0] / r[0] for m, r in zip(mine, raw, strict=True))
+            best = max(m[0] for m in mine) / max(r[0] for r in raw)
+            cpu = statistics.median(m[1] / r[1] for m, r in zip(mine, raw, strict=True))
+            rows.append((str(concurrency), name, f"{per_round:.2f}", f"{best:.2f}",
+                         f"{cpu:.2f}", f"{statistics.median(m[0] for m in mine):.0f}",
+                         f"{max(m[0] for m in mine):.0f}",
+                         f"{statistics.median(m[1] for m in mine):.0f}"))
     return rows
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--seconds", type=float, default=7.0, help="per client and concurrency")
-    args = parser.parse_args()
-    server = subprocess.Popen([sys.executable, "-c", SERVER], stdout=subprocess.PIPE, text=True)
-    try:
-        assert server.stdout is not None
-        info = json.loads(server.stdout.readline())
-        header("Request overhead: characters.get, SDK vs raw aiohttp vs raw httpx")
-        print(f"Medians of {ROUNDS} interleaved rounds, {args.seconds:g} s per client and "
-              "concurrency in all; the fake server runs in its own process.\n")
-        table(asyncio.run(run(info["url"], info["key"], info["id"], args.seconds)))
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
+    p = parser(__doc__)
+    p.add_argument("--rounds", type=int)
+    p.add_argument("--seconds", type=float, default=0.6, help="per client and round")
+    args = p.parse_args()
+    rounds = args.rounds or (2 if args.quick else 7)
+    seconds = 0.3 if args.quick else args.seconds
+    skipped = {name: why for name in CLIENTS if (why := unavailable(name))}
+    clients = [name for name in CLIENTS if name not in skipped]
+
+    header("Request overhead, client-bound: characters.get vs raw aiohttp and httpx")
+    bound = [50] if args.quick else [1, 50, 500]
+    with ServerProcess("replay") as server:
+        cpu0 = server.cpu_seconds()
+        served0 = server.ask("served")
+        samples = asyncio.run(interleaved(server.info, clients, bound, rounds, seconds))
+        server_us = (server.cpu_seconds() - cpu0) / (server.ask("served") - served0) * 1e6
+        loop = server.info["loop"]
+        size = server.info["response_bytes"]
+    cheapest = min(statistics.median(c for _, c in v) for v in samples.values())
+    prose(f"""The server is a minimal asyncio protocol ({loop} loop) in its own process that
+        answers every request with the {size} bytes the fake server sent for one
+        `GET /v1/characters/{{id}}`, captured at start-up; it spent {server_us:.0f} µs of
+        CPU per request (the cheapest client {cheapest:.0f} µs), so the client is the
+        bottleneck. "sdk" is the default configuration (rate limiter on; its `characters_get` bucket
+        is `RateLimit(10**9, 1.0, 10**9)` so it never waits, everything else as
+        `RateLimits()`). {rounds} interleaved rounds of {seconds:g} s per client and
+        concurrency, every client once per round; "median" is the median of the
+        per-round ratios, "best ÷ best" each client's fastest round over raw aiohttp's
+        fastest. Client CPU is the client process's CPU time (user + system) per
+        request.""")
+    for name, why in skipped.items():
+        prose(f"Not measured: **{name}**: {why}.")
+    table(ratio_rows(samples, clients, bound))
+    sdk = samples[(50, SDK)]
+    raw = samples[(50, RAW)]
+    record(args.figures, "bound_best_ratio_sdk",
+           max(s[0] for s in sdk) / max(r[0] for r in raw))
+    record(args.figures, "bound_median_ratio_sdk",
+           statistics.median(s[0] / r[0] for s, r in zip(sdk, raw, strict=True)))
+    for name, key in ((SDK, "sdk"), (SDK_NO_LIMITS, "sdk_nolimits"), (RAW, "raw")):
+        record(args.figures, f"bound_cpu_us_{key}",
+               statistics.median(c for _, c in samples[(50, name)]))
+    record(args.figures, "bound_best_ratio_sdk_nolimits",
+           max(s[0] for s in samples[(50, SDK_NO_LIMITS)]) / max(r[0] for r in raw))
+
+    header("Request overhead, end-to-end against the fake server")
+    e2e = [c for c in clients if c in (SDK, SDK_NO_LIMITS, RAW, HTTPX)]
+    concurrencies = [50] if args.quick else [1, 50]
+    with ServerProcess("fake") as server:
+        cpu0, wall = server.cpu_seconds(), time.perf_counter()
+        samples = asyncio.run(interleaved(server.info, e2e, concurrencies,
+                                          max(2, rounds - 2), seconds))
+        busy = (server.cpu_seconds() - cpu0) / (time.perf_counter() - wall)
+    prose(f"""The same clients against `FakeAurousServer` (bucket limits too large to
+        matter, request log off) in its own process: what a user sees against a real
+        aiohttp server on this machine. The fake's process was busy {busy:.0%} of the
+        time: where it saturates before a client, that client's ratio understates its
+        own cost, so the client-bound table above is the one to compare.
+        {max(2, rounds - 2)} interleaved rounds of {seconds:g} s.""")
+    table(ratio_rows(samples, e2e, concurrencies))
 
 
 if __name__ == "__main__":
