@@ -69,7 +69,7 @@ def instructions(valgrind: str, info: dict[str, Any], client: str, requests: int
 def main() -> None:
     p = parser(__doc__)
     args = p.parse_args()
-    n = 200 if args.quick else 1000
+    n = 100 if args.quick else 1000
     header("Instructions per request (cachegrind): SDK ÷ raw aiohttp, client-bound")
     valgrind, why = ensure_valgrind()
     if valgrind is None:

@@ -115,7 +115,7 @@ def main() -> None:
     p = parser(__doc__)
     p.add_argument("--watchers", type=int, nargs="+")
     args = p.parse_args()
-    sizes = args.watchers or ([500, 2_000] if args.quick else [1_000, 10_000, 50_000])
+    sizes = args.watchers or ([200, 1_000] if args.quick else [1_000, 10_000, 50_000])
     seconds = 2.0 if args.quick else 4.0
     header("Watchers: memory per idle watcher, CPU per poll")
     prose(f"""n tasks each iterate `characters.watch(id)` on their own character, which
