@@ -1,174 +1,289 @@
-"""The command line, run as a subprocess against the fake server, as a user would."""
+"""The command line, in-process against the fake: reading commands, output that pipes,
+one-line errors, logging, the demo; and two subprocesses for the entry points."""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
+import socket
 import subprocess
 import sys
 import sysconfig
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
+from aurous_async.cli._main import build_parser
+from aurous_async.testing import FakeAurousServer, Fault, FaultKind
 
-from aurous_async.testing import FakeAurousServer
-
-
-@pytest.fixture
-def server() -> Iterator[FakeAurousServer]:
-    with FakeAurousServer(time_scale=1000, synthesis_seconds=45).run_in_thread() as fake:
-        yield fake
-
-
-def run(fake: FakeAurousServer | None, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AUROUS_")}
-    if fake is not None:
-        env["AUROUS_API_KEY"] = fake.api_key
-        env["AUROUS_BASE_URL"] = fake.base_url
-    return subprocess.run([sys.executable, "-m", "aurous_async", *args], capture_output=True,
-                          text=True, env=env, timeout=timeout)
+from .test_cli_support import (  # noqa: F401 - the fixtures are used by name
+    GET_ONE,
+    Cli,
+    cli_fixture,
+    ctrl_c,
+    offline_fixture,
+    polled,
+    scaled_fixture,
+    server_fixture,
+    when,
+)
 
 
-def assert_one_error_line(result: subprocess.CompletedProcess[str], pattern: str) -> None:
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert "Traceback" not in result.stderr
-    assert re.search(pattern, lines[0]), lines[0]
-
-
-def test_get_json(server: FakeAurousServer) -> None:
+def test_get_json(cli: Cli, server: FakeAurousServer) -> None:
+    """Guards: `get --json` printing something other than the character as API JSON."""
     cid = server.add_character(name="Aurora")
-    result = run(server, "get", cid, "--json")
-    assert result.returncode == 0, result.stderr
-    data = json.loads(result.stdout)
+    result = cli("get", cid, "--json")
+    assert result.code == 0, result.err
+    data = json.loads(result.out)
     assert (data["id"], data["name"], data["status"]) == (cid, "Aurora", "ready")
 
 
-def test_get_table(server: FakeAurousServer) -> None:
+def test_get_prints_one_plain_row(cli: Cli, server: FakeAurousServer) -> None:
+    """Guards: `get` without --json losing the id or the status from its line."""
     cid = server.add_character(name="Aurora")
-    result = run(server, "get", cid)
-    assert result.returncode == 0
-    assert cid in result.stdout and "ready" in result.stdout
+    result = cli("get", cid)
+    assert result.code == 0, result.err
+    assert result.out.split()[:2] == [cid, "ready"]
 
 
-def test_api_error_is_one_line_with_code_and_request_id(server: FakeAurousServer) -> None:
-    result = run(server, "get", "char_missing")
-    assert result.returncode == 3
-    assert_one_error_line(result, r"^error: NotFoundError: 404 resource_not_found: .*request_id: req_")
-    assert server.api_key not in result.stderr
+def test_api_error_is_one_line_with_code_and_request_id(cli: Cli,
+                                                        server: FakeAurousServer) -> None:
+    """Guards: an API error printed as a traceback, without its code or request id, with
+    the wrong exit code, or with the key in it."""
+    result = cli("get", "char_missing")
+    assert result.code == 3
+    result.error_line(r"^error: NotFoundError: 404 resource_not_found: .*request_id: req_")
+    assert server.api_key not in result.err
 
 
-def test_list_follows_pages(server: FakeAurousServer) -> None:
+def test_page_size_is_what_each_request_asks_for(cli: Cli, server: FakeAurousServer) -> None:
+    """Guards: --page-size not reaching the API as `limit`, or pages not followed."""
     ids = {server.add_character(name=f"c{i}") for i in range(5)}
-    result = run(server, "list", "--limit", "2", "--json")
-    assert result.returncode == 0, result.stderr
-    assert {c["id"] for c in json.loads(result.stdout)} == ids
-    assert len(server.requests_to("GET /v1/characters")) == 3
+    result = cli("list", "--page-size", "2", "--json")
+    assert result.code == 0, result.err
+    assert {c["id"] for c in result.json_lines()} == ids
+    pages = server.requests_to("GET /v1/characters")
+    assert [r.query.get("limit") for r in pages] == ["2", "2", "2"]
 
 
-def test_usage_errors_exit_2(server: FakeAurousServer) -> None:
-    result = run(server, "list", "--limit", "500")
-    assert result.returncode == 2
-    assert_one_error_line(result, r"limit must be between 1 and 100")
-    assert run(server, "frobnicate").returncode == 2
-    assert run(server, "get").returncode == 2
-    missing_key = run(None, "get", "char_x")
-    assert missing_key.returncode == 2
-    assert_one_error_line(missing_key, r"ConfigurationError: no API key")
+def test_limit_is_the_number_of_characters_printed(cli: Cli, server: FakeAurousServer) -> None:
+    """Guards: --limit taken as the page size (the whole list printed), or the command
+    fetching a page it will not print."""
+    for i in range(5):
+        server.add_character(name=f"c{i}")
+    result = cli("list", "--limit", "3", "--page-size", "3")
+    assert result.code == 0, result.err
+    assert len(result.out.splitlines()) == 3
+    assert len(server.requests_to("GET /v1/characters")) == 1
+    assert len(cli("list", "--limit", "4", "--json").json_lines()) == 4
 
 
-def test_save_of_a_synthesizing_character_is_an_api_error(server: FakeAurousServer) -> None:
+def test_list_json_is_one_object_per_line(cli: Cli, server: FakeAurousServer) -> None:
+    """Guards: `list --json` printing one array instead of one object per line."""
+    ids = [server.add_character(name=f"c{i}") for i in range(3)]
+    result = cli("list", "--json")
+    lines = result.out.splitlines()
+    assert len(lines) == 3
+    assert all(isinstance(json.loads(line), dict) for line in lines)
+    assert sorted(json.loads(line)["id"] for line in lines) == sorted(ids)
+
+
+def test_plain_columns_are_not_truncated_when_piped(cli: Cli, server: FakeAurousServer) -> None:
+    """Guards: a table cut or wrapped to a terminal width when stdout is a pipe."""
+    name = "Aurora of the Very Long Name " * 8
+    cid = server.add_character(name=name.strip())
+    result = cli("list")
+    assert result.code == 0, result.err
+    (line,) = result.out.splitlines()
+    fields = line.split()
+    assert fields[:2] == [cid, "ready"]
+    assert fields[3] == "portrait,front,side,back"
+    assert line.endswith(name.strip())
+
+
+def test_usage_errors_are_one_line_and_exit_2(cli: Cli) -> None:
+    """Guards: a usage mistake answered with a traceback, a usage block, or an exit code
+    other than 2 — in the parser, in the demo's options, or in the SDK's checks."""
+    cases = [
+        (["list", "--page-size", "500"], r"--page-size: must be between 1 and 100"),
+        (["list", "--limit", "0"], r"--limit: must be at least 1"),
+        (["frobnicate"], r"invalid choice: 'frobnicate'"),
+        (["get"], r"the following arguments are required: id"),
+        (["demo", "--characters", "0"], r"--characters: must be at least 1"),
+        (["demo", "--time-scale", "-1"], r"--time-scale: must be a positive number"),
+        (["get", " char_padded "], r"^error: ValueError: character_id is not a valid id"),
+    ]
+    for argv, pattern in cases:
+        result = cli(*argv)
+        assert result.code == 2, argv
+        result.error_line(pattern)
+
+
+def test_missing_key_names_the_flag_and_the_variable(offline: Cli) -> None:
+    """Guards: the missing-key error speaking Python (`api_key=`) to a shell user."""
+    result = offline("get", "char_x")
+    assert result.code == 2
+    line = result.error_line(r"--api-key")
+    assert "AUROUS_API_KEY" in line and "api_key=" not in line
+
+
+def test_bad_base_url_says_where_it_came_from(offline: Cli) -> None:
+    """Guards: a rejected base URL not pointing at --base-url / AUROUS_BASE_URL."""
+    result = offline("get", "char_x", "--api-key", "al_live_" + "a" * 64,
+                     "--base-url", "http://api.example.com")
+    assert result.code == 2
+    result.error_line(r"base_url uses http://.*\(from --base-url or AUROUS_BASE_URL\)")
+
+
+def test_save_of_a_synthesizing_character_is_an_api_error(cli: Cli,
+                                                          server: FakeAurousServer) -> None:
+    """Guards: a 400 from save not ending in one line and exit 3."""
     server.synthesis_seconds = 10**6
     cid = server.add_character(status="synthesizing")
-    result = run(server, "save", cid)
-    assert result.returncode == 3
-    assert_one_error_line(result, r"400 invalid_request_error")
+    result = cli("save", cid)
+    assert result.code == 3
+    result.error_line(r"400 invalid_request_error")
 
 
-def test_watch_auto_save_json_lines(server: FakeAurousServer) -> None:
-    server.synthesis_seconds = 3000  # 3 s of real time: longer than the CLI takes to start
+def test_watch_auto_save_json_lines(cli: Cli, server: FakeAurousServer) -> None:
+    """Guards: watch --auto-save missing a step, not saving, or not marking the end."""
+    server.synthesis_seconds = 10**6
     cid = server.add_character(status="synthesizing")
-    result = run(server, "watch", cid, "--auto-save", "--json")
-    assert result.returncode == 0, result.stderr
-    updates = [json.loads(line) for line in result.stdout.splitlines()]
+    with when(polled(server, cid), lambda: server.finish_synthesis(cid)):
+        result = cli("watch", cid, "--auto-save", "--json")
+    assert result.code == 0, result.err
+    updates = result.json_lines()
     assert [u["status"] for u in updates] == ["synthesizing", "reviewing", "ready"]
     assert updates[-1]["terminal"] is True
+    assert len(server.requests_to("POST /v1/characters/{character_id}/save")) == 1
 
 
-def test_resynthesize_many_with_watch(server: FakeAurousServer) -> None:
-    ids = [server.add_character() for _ in range(3)]
-    result = run(server, "resynthesize", *ids, "--watch", "--auto-save", "--force-all", "--json")
-    assert result.returncode == 0, result.stderr
-    rows = [json.loads(line) for line in result.stdout.splitlines()]
-    assert sorted(r["character_id"] for r in rows) == sorted(ids)
-    assert all(r["ok"] and r["character"]["status"] == "ready" for r in rows)
-    assert all(r.json() == {"force_all": True}
-               for r in server.requests_to("POST /v1/characters/{character_id}/resynthesize"))
-
-
-def test_resynthesize_without_watch_returns_at_once(server: FakeAurousServer) -> None:
+def test_retry_lines_show_only_with_verbose(cli: Cli, server: FakeAurousServer) -> None:
+    """Guards: the SDK's retry warnings reaching the shell without -v, hidden with it, or
+    printed twice when the program calling main() has a root log handler of its own."""
     cid = server.add_character()
-    result = run(server, "resynthesize", cid, "--json")
-    assert result.returncode == 0
-    assert json.loads(result.stdout)["status"] == "synthesizing"
+    server.faults.add(Fault(FaultKind.JSON_503, route=GET_ONE, nth=1))
+    quiet = cli("get", cid)
+    assert (quiet.code, quiet.err) == (0, "")
+    server.faults.add(Fault(FaultKind.JSON_503, route=GET_ONE, nth=1))
+    root_handler = logging.StreamHandler(sys.stderr)
+    logging.getLogger().addHandler(root_handler)
+    try:
+        loud = cli("get", cid, "-v")
+    finally:
+        logging.getLogger().removeHandler(root_handler)
+    assert loud.code == 0
+    assert re.fullmatch(r"aurous-async: WARNING: GET /v1/characters/\S+: .*retrying.*\n",
+                        loud.err), loud.err
 
 
-def test_single_resynthesize_watch_human_output(server: FakeAurousServer) -> None:
-    cid = server.add_character()
-    result = run(server, "resynthesize", cid, "--watch", "--auto-save")
-    assert result.returncode == 0, result.stderr
-    assert "reviewing -> ready" in result.stdout
+def test_unreachable_server_is_one_line_without_verbose(offline: Cli) -> None:
+    """Guards: retry lines printed before the error of an unreachable server."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed again: connections are refused
+    result = offline("get", "char_x", "--api-key", "al_live_" + "a" * 64,
+                     "--base-url", f"http://127.0.0.1:{port}")
+    assert result.code == 3
+    result.error_line(r"^error: APIConnectionError")
 
 
-def test_timeout_exits_4(server: FakeAurousServer) -> None:
-    server.synthesis_seconds = 10**6
-    cid = server.add_character()
-    result = run(server, "resynthesize", cid, "--watch", "--timeout", "1")
-    assert result.returncode == 4, (result.stdout, result.stderr)
-    assert_one_error_line(result, r"WatchTimeoutError")
+def test_help_and_version_return_instead_of_exiting(offline: Cli) -> None:
+    """Guards: main() raising SystemExit (or a wrong code) for --version and --help."""
+    version = offline("--version")
+    assert version.code == 0 and version.out.startswith("aurous-async ")
+    assert offline("resynthesize", "--help").code == 0
 
 
-def test_failed_synthesis_exits_1(server: FakeAurousServer) -> None:
-    cid = server.add_character()
-    server.fail_next_synthesis(cid, "provider exploded")
-    result = run(server, "resynthesize", cid, "--watch", "--json")
-    assert result.returncode == 1
-    assert json.loads(result.stdout.splitlines()[-1])["status"] == "failed"
-    batch = run(server, "resynthesize", cid, server.add_character(), "--watch")
-    assert batch.returncode == 0  # the retry succeeded: failures are one-shot in the fake
+def test_demo_defaults() -> None:
+    """Guards: the demo's documented defaults (30 characters at x20) drifting."""
+    args = build_parser().parse_args(["demo"])
+    assert (args.characters, args.time_scale, args.no_live) == (30, 20.0, False)
 
 
-def test_demo_default_finishes_fast_with_no_429() -> None:
-    started = time.monotonic()
-    result = run(None, "demo", "--no-live", timeout=120)
-    elapsed = time.monotonic() - started
-    assert result.returncode == 0, result.stderr
-    assert re.search(r"429s from the server\s+0\b", result.stdout)
-    assert re.search(r"characters done / failed\s+30 / 0", result.stdout)
-    assert elapsed < 60
+def test_demo_finishes_past_the_burst_with_no_429(offline: Cli) -> None:
+    """Guards: the demo's fan-out tripping the server's rate limit, leaving characters
+    unfinished, or losing its summary (15 characters: 3 past the burst of 12)."""
+    result = offline("demo", "--no-live", "--characters", "15", "--time-scale", "60")
+    assert result.code == 0, result.err
+    assert re.search(r"characters done / failed\s+15 / 0", result.out)
+    assert re.search(r"429s from the server\s+0\b", result.out)
+    assert re.search(r"credits charged\s+60\b", result.out)
+    gets = re.search(r"GETs per character\s+(\d+\.\d+)", result.out)
+    assert gets and float(gets.group(1)) >= 1
 
 
-def test_fake_server_command() -> None:
+def test_ctrl_c_in_the_demo_exits_130_without_a_traceback(offline: Cli) -> None:
+    """Guards: Ctrl-C during the demo ending in a KeyboardInterrupt traceback."""
+    def fanning_out() -> bool:
+        return "Resynthesizing all" in sys.stdout.getvalue()  # type: ignore[union-attr]
+
+    with when(fanning_out, ctrl_c):
+        result = offline("demo", "--no-live", "--characters", "15", "--time-scale", "60")
+    assert (result.code, result.err) == (130, "interrupted\n")
+
+
+def test_python_m_runs_the_fake_server_for_other_processes(offline: Cli,
+                                                           tmp_path: Path) -> None:
+    """Guards: `python -m aurous_async fake-server` not starting, not printing where it
+    listens, not passing --seed/--seed-file/--api-key through, or not serving a CLI in
+    another process (the README's recipe)."""
+    key, seed_file = "al_live_" + "e" * 64, tmp_path / "ids.txt"
     proc = subprocess.Popen([sys.executable, "-m", "aurous_async", "fake-server", "--port", "0",
-                             "--api-key", "al_live_" + "e" * 64], stdout=subprocess.PIPE, text=True)
+                             "--api-key", key, "--seed", "3", "--seed-file", str(seed_file),
+                             "--time-scale", "60"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         assert proc.stdout is not None
         url = re.search(r"http://127\.0\.0\.1:\d+", proc.stdout.readline())
         assert url
-        env = {**os.environ, "AUROUS_API_KEY": "al_live_" + "e" * 64, "AUROUS_BASE_URL": url.group(0)}
-        listed = subprocess.run([sys.executable, "-m", "aurous_async", "list", "--json"],
-                                capture_output=True, text=True, env=env, timeout=30)
-        assert listed.returncode == 0 and json.loads(listed.stdout) == []
+        env = ["--api-key", key, "--base-url", url.group(0)]
+        listed = offline("list", "--json", *env)
+        assert listed.code == 0, listed.err
+        ids = seed_file.read_text().split()
+        assert sorted(c["id"] for c in listed.json_lines()) == sorted(ids) and len(ids) == 3
+        charged = offline("resynthesize", "--ids-file", str(seed_file), "--json", *env)
+        assert charged.summary()["charged"] == ids
     finally:
         proc.terminate()
         proc.wait(timeout=10)
 
 
-def test_console_script_is_installed() -> None:
+def test_fake_server_on_a_busy_port_is_one_line_and_exit_2(offline: Cli) -> None:
+    """Guards: `fake-server` on a port in use crashing with a traceback and exit 1."""
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        result = offline("fake-server", "--port", str(busy.getsockname()[1]))
+    assert result.code == 2
+    result.error_line(r"^error: cannot listen on 127\.0\.0\.1:\d+")
+
+
+def test_ctrl_c_stops_the_fake_server_with_exit_0(offline: Cli) -> None:
+    """Guards: stopping `fake-server` the way it is meant to be stopped (Ctrl-C) ending
+    in a traceback or a failure status."""
+    def listening() -> bool:
+        return "AUROUS_API_KEY=" in sys.stdout.getvalue()  # type: ignore[union-attr]
+
+    with when(listening, ctrl_c):
+        result = offline("fake-server", "--port", "0")
+    assert result.code == 0
+    assert "Traceback" not in result.err
+
+
+def test_console_script_streams_into_a_closed_pipe_quietly(server: FakeAurousServer) -> None:
+    """Guards: the installed `aurous-async` script missing, or `aurous-async list | head -1`
+    ending in a BrokenPipeError traceback instead of exit 141."""
+    for i in range(1500):  # ~120 kB of rows: more than a pipe holds
+        server.add_character(name=f"c{i}")
     # Next to this interpreter: a PATH of version-manager shims may not know it yet.
     script = Path(sysconfig.get_path("scripts")) / "aurous-async"
-    result = subprocess.run([str(script), "--version"], capture_output=True, text=True, timeout=30)
-    assert result.returncode == 0 and result.stdout.startswith("aurous-async ")
+    env = {**os.environ, "AUROUS_API_KEY": server.api_key, "AUROUS_BASE_URL": server.base_url}
+    proc = subprocess.Popen([str(script), "list", "--page-size", "100"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    first = proc.stdout.readline().decode()
+    proc.stdout.close()  # `head -1` has what it wanted
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=30) == 141, err
+    assert first.startswith("char_") and err == ""

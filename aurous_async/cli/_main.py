@@ -1,212 +1,285 @@
-"""Argument parsing and the commands of ``aurous-async``."""
+"""Argument parsing, the commands of ``aurous-async``, and how a run ends."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import logging
+import math
 import sys
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import NoReturn
 
-from .._errors import (
-    APITimeoutError,
-    AurousError,
-    ConfigurationError,
-    SynthesisFailedError,
-    WatchTimeoutError,
-)
-from .._models import Character, CharacterStatus
-from .._session import AurousSession
-from .._version import __version__
+from .. import AurousError, Character, CharacterStatus, Clock, StatusUpdate, __version__
+from ..testing.__main__ import add_arguments as fake_server_arguments
+from ..testing.__main__ import serve as serve_fake
 from . import _output
+from ._charges import ChargeLedger
+from ._common import (
+    EXIT_BROKEN_PIPE,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    UsageError,
+    error_line,
+    exit_code,
+    open_session,
+)
+from ._resynthesize import resynthesize
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_API, EXIT_TIMEOUT, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
+
+class _Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose usage errors are one line on stderr and exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _whole(low: int, high: int | None = None) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < low or (high is not None and value > high):
+            bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
+            raise argparse.ArgumentTypeError(f"must be {bounds}, got {value}")
+        return value
+
+    return parse
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    """The parser of ``aurous-async`` and its subcommands."""
+    parser = _Parser(
         prog="aurous-async",
         description="Resynthesize and inspect Aurous characters from the shell.",
         epilog="Exit codes: 0 ok, 1 a character failed, 2 usage/configuration error, "
-               "3 API error, 4 timeout, 130 interrupted.",
+               "3 API error, 4 timeout, 130 interrupted, 141 output pipe closed.",
     )
     parser.add_argument("--version", action="version", version=f"aurous-async {__version__}")
-    common = argparse.ArgumentParser(add_help=False)
+    logs = _Parser(add_help=False)
+    logs.add_argument("-v", "--verbose", action="count", default=0,
+                      help="show the SDK's retries (-v) and requests (-vv) on stderr")
+    common = _Parser(add_help=False, parents=[logs])
     common.add_argument("--api-key", help="API key (default: $AUROUS_API_KEY)")
     common.add_argument("--base-url", help="API base URL (default: $AUROUS_BASE_URL or "
                         "https://api.aurous-labs.com)")
-    common.add_argument("--json", action="store_true", help="machine-readable output")
+    common.add_argument("--json", action="store_true",
+                        help="one JSON object per line on stdout")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("get", parents=[common], help="show one character")
     p.add_argument("id")
     p = sub.add_parser("list", parents=[common], help="list the team's characters")
-    p.add_argument("--limit", type=int, default=None, help="page size sent to the API (1-100)")
+    p.add_argument("--limit", type=_whole(1), default=None,
+                   help="print at most N characters (default: all)")
+    p.add_argument("--page-size", type=_whole(1, 100), default=None,
+                   help="characters per request to the API (1-100)")
     p = sub.add_parser("save", parents=[common], help="accept a reviewing character")
     p.add_argument("id")
     p = sub.add_parser("watch", parents=[common], help="follow a character to a final state")
     p.add_argument("id")
     p.add_argument("--auto-save", action="store_true", help="save it when it reaches reviewing")
-    p.add_argument("--timeout", type=float, default=None, help="give up after S seconds")
-    p = sub.add_parser("resynthesize", parents=[common], help="resynthesize characters")
-    p.add_argument("ids", nargs="+", metavar="ID")
-    p.add_argument("--force-all", action="store_true", help="send force_all: true")
-    p.add_argument("--auto-save", action="store_true", help="save each when it reaches reviewing")
-    p.add_argument("--watch", action="store_true", help="follow each to a final state")
-    p.add_argument("--timeout", type=float, default=None, help="give up after S seconds")
+    p.add_argument("--timeout", type=_seconds, default=None, metavar="S",
+                   help="give up after S seconds")
 
-    p = sub.add_parser("demo", help="see the SDK fan out on the embedded fake server")
-    p.add_argument("--characters", type=int, default=30, help="how many (default 30)")
-    p.add_argument("--time-scale", type=float, default=20.0,
+    p = sub.add_parser(
+        "resynthesize", parents=[common], help="resynthesize characters (paid)",
+        description="Resynthesize characters. Every run ends with what was charged, what "
+                    "was not sent and what is left unsaved (on stderr with --json).",
+    )
+    which = p.add_argument_group("which characters")
+    which.add_argument("ids", nargs="*", metavar="ID", help="character ids")
+    which.add_argument("--ids-file", metavar="FILE",
+                       help="more ids, one per line (# comments, blank lines skipped; - is "
+                            "stdin)")
+    how = p.add_argument_group("how")
+    how.add_argument("--force-all", action="store_true", help="send force_all: true")
+    how.add_argument("--watch", action="store_true", help="follow each to a final state")
+    how.add_argument("--auto-save", action="store_true",
+                     help="save each when it reaches reviewing (implies --watch)")
+    how.add_argument("--timeout", type=_seconds, default=None, metavar="S",
+                     help="give up after S seconds")
+
+    p = sub.add_parser("demo", parents=[logs],
+                       help="see the SDK fan out on the embedded fake server")
+    p.add_argument("--characters", type=_whole(1), default=30, help="how many (default 30)")
+    p.add_argument("--time-scale", type=_seconds, default=20.0,
                    help="API seconds per real second (default 20)")
     p.add_argument("--no-live", action="store_true", help="plain lines instead of a live view")
 
-    p = sub.add_parser("fake-server", help="run the fake Aurous API for integration tests")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8080, help="0 picks a free port")
-    p.add_argument("--time-scale", type=float, default=1.0)
-    p.add_argument("--synthesis-seconds", type=float, default=45.0)
-    p.add_argument("--api-key", default=None, help="the default team's key (else minted)")
-    p.add_argument("--credits", type=float, default=1000.0)
+    p = sub.add_parser(
+        "fake-server", help="run the fake Aurous API for integration tests",
+        description="Run the fake Aurous API until interrupted (the same as python -m "
+                    "aurous_async.testing). Its control API is under /_fake/.",
+    )
+    fake_server_arguments(p)
     return parser
 
 
-def _session(args: argparse.Namespace) -> AurousSession:
-    return AurousSession(args.api_key, base_url=args.base_url)
-
-
 async def _get(args: argparse.Namespace) -> int:
-    async with _session(args) as s:
+    async with open_session(args) as s:
         character = await s.characters.get(args.id)
-    _show(args, [character])
+    _show(args, character)
     return EXIT_OK
 
 
 async def _save(args: argparse.Namespace) -> int:
-    async with _session(args) as s:
+    async with open_session(args) as s:
         character = await s.characters.save(args.id)
-    _show(args, [character])
+    _show(args, character)
     return EXIT_OK
 
 
 async def _list(args: argparse.Namespace) -> int:
-    async with _session(args) as s:
-        characters = [c async for c in s.characters.list(limit=args.limit)]
-    if args.json:
-        _output.print_json([_output.to_json(c) for c in characters])
-    else:
-        _output.print_characters(characters)
+    table = not args.json and _output.console() is not None
+    kept: list[Character] = []  # a terminal table needs every row first; pipes stream
+    printed = 0
+    async with open_session(args) as s:
+        async for character in s.characters.list(limit=args.page_size):
+            if table:
+                kept.append(character)
+            elif args.json:
+                _output.print_json(_output.to_json(character))
+            else:
+                _output.print_row(character)
+            printed += 1
+            if printed == args.limit:
+                break  # before the iterator asks for a page nobody will print
+    if table:
+        _output.print_characters(kept)
     return EXIT_OK
 
 
 async def _watch(args: argparse.Namespace) -> int:
-    async with _session(args) as s:
-        last: Character | None = None
+    async with open_session(args) as s:
+        last: CharacterStatus | None = None
         async for update in s.characters.watch(args.id, auto_save=args.auto_save,
                                                timeout=args.timeout):
-            last = update.character
+            last = update.status
             _show_update(args, update)
-    return EXIT_FAILED if last is not None and last.status == CharacterStatus.FAILED else EXIT_OK
+    return EXIT_FAILED if last == CharacterStatus.FAILED else EXIT_OK
 
 
-async def _resynthesize(args: argparse.Namespace) -> int:
-    force_all = True if args.force_all else None
-    async with _session(args) as s:
-        if len(args.ids) == 1 and args.watch:
-            last: Character | None = None
-            async for update in s.characters.resynthesize_and_watch(
-                args.ids[0], force_all=force_all, auto_save=args.auto_save, timeout=args.timeout
-            ):
-                last = update.character
-                _show_update(args, update)
-            failed = last is not None and last.status == CharacterStatus.FAILED
-            return EXIT_FAILED if failed else EXIT_OK
-        if not args.watch:
-            characters = [await s.characters.resynthesize(cid, force_all=force_all)
-                          for cid in args.ids]
-            _show(args, characters)
-            return EXIT_OK
-        worst = EXIT_OK
-        async for result in s.characters.resynthesize_many(
-            args.ids, force_all=force_all, auto_save=args.auto_save, timeout=args.timeout
-        ):
-            if args.json:
-                _output.print_json({
-                    "character_id": result.character_id,
-                    "ok": result.ok,
-                    "character": _output.to_json(result.character) if result.character else None,
-                    "error": _error_line(result.error) if result.error else None,
-                })
-            elif result.ok:
-                status = result.character.status.value if result.character else "?"
-                print(f"{result.character_id}  {status}", flush=True)
-            else:
-                print(f"{result.character_id}  error: {_error_line(result.error)}", flush=True)
-            if result.error is not None:
-                worst = max(worst, _exit_code(result.error))
-        return worst
-
-
-def _show(args: argparse.Namespace, characters: list[Character]) -> None:
+def _show(args: argparse.Namespace, character: Character) -> None:
     if args.json:
-        for character in characters:
-            _output.print_json(_output.to_json(character))
+        _output.print_json(_output.to_json(character))
     else:
-        _output.print_characters(characters)
+        _output.print_characters([character])
 
 
-def _show_update(args: argparse.Namespace, update: Any) -> None:
+def _show_update(args: argparse.Namespace, update: StatusUpdate) -> None:
     if args.json:
         _output.print_json(_output.to_json(update))
     else:
         _output.print_update(update)
 
 
-def _error_line(error: BaseException | None) -> str:
-    return f"{type(error).__name__}: {error}"
+_COMMANDS = {"get": _get, "list": _list, "save": _save, "watch": _watch}
 
 
-def _exit_code(error: BaseException) -> int:
-    if isinstance(error, (WatchTimeoutError, APITimeoutError)):
-        return EXIT_TIMEOUT
-    if isinstance(error, ConfigurationError):
-        return EXIT_USAGE
-    if isinstance(error, SynthesisFailedError):
-        return EXIT_FAILED
-    return EXIT_API
-
-
-_COMMANDS = {
-    "get": _get,
-    "list": _list,
-    "save": _save,
-    "watch": _watch,
-    "resynthesize": _resynthesize,
-}
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line and return its exit code (the console script exits with it)."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+@contextlib.contextmanager
+def _sdk_logging(verbose: int) -> Iterator[None]:
+    """Show the SDK's log lines on stderr for one run: errors always, warnings (the
+    retries) with ``-v``, everything with ``-vv``. Python's last-resort handler would
+    print every warning, so the logger gets a handler of its own and stops propagating
+    until the run ends."""
+    logger = logging.getLogger("aurous_async")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("aurous-async: %(levelname)s: %(message)s"))
+    saved = logger.level, logger.propagate
+    logger.setLevel((logging.ERROR, logging.WARNING)[verbose] if verbose < 2 else logging.DEBUG)
+    logger.propagate = False
+    logger.addHandler(handler)
     try:
-        if args.command == "demo":
-            from ._demo import demo
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(saved[0])
+        logger.propagate = saved[1]
 
-            code = demo(args.characters, args.time_scale, live=not args.no_live
-                        and sys.stdout.isatty())
-        elif args.command == "fake-server":
-            from ..testing.__main__ import serve
 
-            asyncio.run(serve(args))
-            code = EXIT_OK
-        else:
-            code = asyncio.run(_COMMANDS[args.command](args))
+def _guarded(run: Callable[[], int]) -> int:
+    """``run()``'s exit code; an error ends it in one line on stderr, never a traceback."""
+    try:
+        return run()
     except KeyboardInterrupt:
-        code = EXIT_INTERRUPTED
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return EXIT_BROKEN_PIPE  # the reader of stdout went away (`| head`)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except (AurousError, ValueError, TypeError) as exc:
-        # One clear line, never a traceback: code, message and request id are in it.
-        # (ValueError/TypeError are the SDK's argument checks, made before any request.)
-        code = _exit_code(exc) if isinstance(exc, AurousError) else EXIT_USAGE
-        print(f"error: {_error_line(exc)}", file=sys.stderr)
+        # Code, message and request id are in the line. (ValueError/TypeError are the
+        # SDK's argument checks, made before any request.)
+        print(f"error: {error_line(exc)}", file=sys.stderr)
+        return exit_code(exc)
+
+
+def _run_resynthesize(args: argparse.Namespace) -> int:
+    ledger = ChargeLedger()
+    code = _guarded(lambda: asyncio.run(resynthesize(args, ledger)))
+    if not ledger:
+        return code  # stopped before it knew its ids: nothing can have been sent
+    summary = ledger.summary()
+    if args.json:
+        summary.write(sys.stderr, as_json=True)
+        return code
+    try:
+        summary.write(sys.stdout, as_json=False)
+    except BrokenPipeError:
+        # Charges are never hidden: a closed stdout moves the summary to stderr.
+        summary.write(sys.stderr, as_json=False)
+        return EXIT_BROKEN_PIPE
     return code
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "resynthesize":
+        return _run_resynthesize(args)
+    if args.command == "demo":
+        from ._demo import demo
+
+        live = not args.no_live and sys.stdout.isatty()
+        return _guarded(lambda: demo(args.characters, args.time_scale, live=live))
+    if args.command == "fake-server":
+        try:
+            return asyncio.run(serve_fake(args))
+        except KeyboardInterrupt:
+            return EXIT_OK  # Ctrl-C is how a fake server is meant to stop
+    command = _COMMANDS[args.command]
+    return _guarded(lambda: asyncio.run(command(args)))
+
+
+def main(argv: Sequence[str] | None = None, *, clock: Clock | None = None) -> int:
+    """Run the command line with ``argv`` (default: ``sys.argv[1:]``) and return its exit
+    code; the console script exits with it. ``--help``, ``--version`` and usage errors
+    return too (0, 0 and 2) instead of raising ``SystemExit``.
+
+    ``clock`` is the time every session of the command runs on (default: the system
+    clock): a program driving the command line against a sped-up fake passes the fake's
+    :class:`~aurous_async.ScaledClock`, so polls and backoff keep pace with it.
+    """
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else EXIT_OK if exc.code is None \
+            else EXIT_USAGE
+    args.clock = clock
+    with _sdk_logging(getattr(args, "verbose", 0)):
+        return _run(args)
