@@ -23,7 +23,7 @@ import attrs
 from .._convert import converter
 from .._errors import AurousError
 from .._models import _OpenStrEnum
-from .._redact import redact, redact_url, redact_webhook_secrets
+from .._redact import redact, redact_url
 
 __all__ = [
     "DeletedWebhookEndpoint",
@@ -84,8 +84,8 @@ class EventType(_OpenStrEnum):
 
 
 def _safe_repr(value: object) -> str:
-    # Event data can hold signed output URLs; endpoint fields can hold a whsec_ secret.
-    return redact_webhook_secrets(redact(repr(value)))
+    # Event data can hold signed output URLs, API keys or whsec_ secrets.
+    return redact(repr(value))
 
 
 @attrs.frozen(kw_only=True)
