@@ -36,6 +36,9 @@ def test_get_json(cli: Cli, server: FakeAurousServer) -> None:
     assert result.code == 0, result.err
     data = json.loads(result.out)
     assert (data["id"], data["name"], data["status"]) == (cid, "Aurora", "ready")
+    api = server.character(cid)
+    assert (data["created_at"], data["updated_at"]) == (api["created_at"], api["updated_at"])
+    assert [r["pose"] for r in data["refs"]] == [r["pose"] for r in api["refs"]]
 
 
 def test_get_prints_one_plain_row(cli: Cli, server: FakeAurousServer) -> None:

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import json
 import sys
+from datetime import datetime
 from typing import Any
 
+import attrs
+
 from .. import Character, DeletedCharacter, StatusUpdate
-from .._convert import converter
 
 try:  # the `cli` extra
     from rich.console import Console
@@ -37,12 +39,19 @@ _UPDATED_WIDTH = len("2025-01-01T00:00:00Z")
 _REFS_WIDTH = len("portrait,front,side,back")
 
 
-def to_json(value: Character | DeletedCharacter | StatusUpdate) -> Any:
-    """``value`` as the API's JSON (a status update nests its character)."""
-    data = converter.unstructure(value)
-    if isinstance(value, StatusUpdate):
-        data["character"] = to_json(value.character)
-    return data
+def to_json(value: Character | DeletedCharacter | StatusUpdate) -> dict[str, Any]:
+    """``value`` as the API's JSON: field names as the API spells them, times as ISO 8601
+    in UTC with ``Z`` (a status update nests its character; the enums are ``str``s)."""
+    return attrs.asdict(value, value_serializer=_json_value)
+
+
+def _json_value(instance: object, field: object, value: Any) -> Any:
+    return iso(value) if isinstance(value, datetime) else value
+
+
+def iso(moment: datetime) -> str:
+    """``moment`` as the API writes times: ``2025-01-01T00:00:00Z``."""
+    return moment.isoformat().replace("+00:00", "Z")
 
 
 def print_json(value: Any) -> None:
@@ -86,7 +95,7 @@ def print_row(c: Character) -> None:
     """One character on one plain line: id, status, updated, refs, then the name last,
     since it is the only column that may hold spaces (``awk '{print $1}'`` is the id).
     Not flushed: a long listing goes out in whole buffers."""
-    updated = converter.unstructure(c.updated_at) if c.updated_at else "-"
+    updated = iso(c.updated_at) if c.updated_at else "-"
     refs = ",".join(r.pose.value for r in c.refs) or "-"
     line = (f"{c.id}  {c.status.value:<{_STATUS_WIDTH}}  {updated:<{_UPDATED_WIDTH}}  "
             f"{refs:<{_REFS_WIDTH}}  {c.name}")
