@@ -51,11 +51,3 @@ def key_hint(api_key: str) -> str:
 # Webhook signing secrets (``whsec_…``): the prefix stays so a reader knows what was there.
 _WEBHOOK_SECRET = re.compile(r"whsec_[A-Za-z0-9+/=_\-]+")
 
-
-def redact_webhook_secrets(text: str) -> str:
-    """``text`` with every ``whsec_`` webhook signing secret cut to its prefix.
-
-    >>> redact_webhook_secrets('{"secret": "whsec_9f8e7d6c5b4a"}')
-    '{"secret": "whsec_…"}'
-    """
-    return _WEBHOOK_SECRET.sub("whsec_…", text)
