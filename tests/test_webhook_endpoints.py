@@ -57,6 +57,11 @@ class Api:
 
     async def create(self, request: web.Request) -> web.Response:
         body = await request.json()
+        if body["url"].endswith("/echo"):  # a server that quotes a secret back in an error
+            secret = next(self.secrets)
+            return web.json_response({"error": {
+                "type": "invalid_request", "code": "url_unreachable", "param": secret,
+                "message": f"could not reach the url with {secret}"}}, status=400)
         endpoint = {"id": f"we_{len(self.endpoints) + 1}", "object": "webhook_endpoint",
                     "url": body["url"], "events": body["events"],
                     "description": body.get("description"), "metadata": body.get("metadata", {}),
@@ -173,6 +178,20 @@ async def test_secrets_never_show_in_reprs_or_logs(
     assert created.secret and rotated.secret
     assert created.secret not in text and rotated.secret not in text
     assert "whsec_…" in repr(created)
+
+
+async def test_a_secret_quoted_in_an_error_is_redacted(
+    endpoints: WebhookEndpoints, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Guards: a ``whsec_`` value reaching exception text, attributes or logs."""
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(aa.InvalidRequestError) as info:
+        await endpoints.create("https://example.com/echo", events=["*"])
+    error = info.value
+    text = " ".join(map(str, (error, repr(error), error.message, error.param, error.body,
+                              caplog.text)))
+    assert "whsec_" + "0" * 31 + "1" not in text
+    assert "whsec_…" in error.message
 
 
 async def test_test_fire(endpoints: WebhookEndpoints, api: Api) -> None:
