@@ -13,7 +13,13 @@ or standalone (``python -m aurous_async.testing --help``)::
         --fault 'POST /v1/characters/{character_id}/resynthesize=json_503:0.2'
 
 A running fake is driven and inspected over HTTP under ``/_fake/`` (charge ledger, 429
-counts, request log, seeding, faults, credits): see :mod:`aurous_async.testing._control`.
+counts, request log, seeding, faults, credits, webhook deliveries): see
+:mod:`aurous_async.testing._control`.
+
+Webhook endpoints registered on the fake (loopback ``http://`` receivers allowed) get
+signed ``character.completed`` / ``character.failed`` events when a synthesis ends, with
+retries and auto-disable on the fake's clock: see :mod:`aurous_async.testing._webhooks`
+and ``fake.webhook_deliveries``.
 
 This package never imports the client half of the SDK (session, transport, resources,
 models): it is an independent reading of the API docs.
@@ -23,6 +29,7 @@ from .._clock import Clock, FakeClock, ScaledClock, SystemClock
 from ._faults import Fault, FaultKind, FaultPlan
 from ._server import FakeAurousServer
 from ._state import DEFAULT_BUCKETS, BucketLimit, Charge, FakeTeam, RecordedRequest
+from ._webhooks import WebhookDelivery, WebhookEndpointRecord
 
 __all__ = [
     "DEFAULT_BUCKETS",
@@ -38,4 +45,6 @@ __all__ = [
     "RecordedRequest",
     "ScaledClock",
     "SystemClock",
+    "WebhookDelivery",
+    "WebhookEndpointRecord",
 ]

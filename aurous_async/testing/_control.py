@@ -32,6 +32,10 @@ answers only to loopback peers (others get 403). Bodies are JSON objects; errors
 ``GET /_fake/credits``                  ``{"team_id", "credits"}`` of the default team
                                         (``?team_id=`` for another)
 ``POST /_fake/credits``                 set them: ``{"credits": 50, "team_id": null}``
+``GET /_fake/webhook_deliveries``       every delivery attempt: ``{"data": [{"endpoint_id",
+                                        "event_id", "event_type", "attempt", "status",
+                                        "error", "synthetic", "delivered_at", "event"}]}``
+                                        (``status`` null when the receiver never answered)
 ======================================  ===============================================
 """
 
@@ -48,6 +52,7 @@ from aiohttp import web
 from ._faults import FaultPlan, fault_from_json, fault_to_json
 from ._records import FakeTeam, RecordedRequest
 from ._state import FakeState
+from ._webhooks import Webhooks
 
 __all__ = ["ControlApi"]
 
@@ -67,11 +72,12 @@ class ControlApi:
     """The ``/_fake/`` routes of one fake server."""
 
     def __init__(self, state: FakeState, faults: FaultPlan, default_team: FakeTeam,
-                 route_names: Collection[str]) -> None:
+                 route_names: Collection[str], webhooks: Webhooks) -> None:
         self.state = state
         self.faults = faults
         self.default_team = default_team
         self.route_names = route_names
+        self.webhooks = webhooks
 
     def add_to(self, app: web.Application) -> None:
         """Register the control routes on ``app``."""
@@ -85,6 +91,7 @@ class ControlApi:
             ("DELETE", "/_fake/faults", self._clear_faults),
             ("GET", "/_fake/credits", self._credits),
             ("POST", "/_fake/credits", self._set_credits),
+            ("GET", "/_fake/webhook_deliveries", self._deliveries),
         ):
             app.router.add_route(method, path, _guarded(handler))
 
@@ -149,6 +156,13 @@ class ControlApi:
         team = self._team(body.get("team_id"))
         team.credits = float(credits)
         return {"team_id": team.id, "credits": team.credits}
+
+    async def _deliveries(self, request: web.Request) -> Any:
+        return {"object": "list", "data": [
+            {"endpoint_id": d.endpoint_id, "event_id": d.event_id, "event_type": d.event_type,
+             "attempt": d.attempt, "status": d.status, "error": d.error,
+             "synthetic": d.synthetic, "delivered_at": d.delivered_at, "event": d.json()}
+            for d in self.webhooks.deliveries]}
 
     def _team(self, team_id: Any) -> FakeTeam:
         if team_id is None:

@@ -69,6 +69,9 @@ DEFAULT_BUCKETS: dict[str, BucketLimit] = {
     "characters_get": BucketLimit(120, 240),
     # GET /v1/balance falls in the general GET class of /rate-limits.
     "get": BucketLimit(600, 1200),
+    # The unnamed class of POST /v1/webhook_endpoints, and the test fires'.
+    "webhook_endpoints_post": BucketLimit(10, 10),
+    "webhooks_test": BucketLimit(30, 30),
 }
 
 

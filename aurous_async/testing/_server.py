@@ -30,6 +30,8 @@ from ._handlers import ROUTES, storage_routes
 from ._pipeline import Pipeline
 from ._records import DEFAULT_VERSION, BucketLimit, Charge, FakeTeam, RecordedRequest
 from ._state import FakeState
+from ._webhook_handlers import WEBHOOK_ROUTE_NAMES, webhook_routes
+from ._webhooks import WebhookDelivery, WebhookEndpointRecord, Webhooks
 
 if TYPE_CHECKING:
     from .. import AurousSession
@@ -79,10 +81,14 @@ class FakeAurousServer:
     ``insufficient_credits_code`` and ``rate_limit_header_prefix`` pick between the
     documented spellings (``"balance_too_low"``, ``"RateLimit-"``) so clients can be
     tested against both.
+
+    Webhook endpoints registered through the API receive signed events when a
+    synthesis ends (see :mod:`._webhooks`); :attr:`webhook_deliveries` lists every
+    attempt and :meth:`wait_for_webhook_deliveries` waits for them.
     """
 
     #: Every API route by name (``"METHOD /path/template"``), as faults name them.
-    route_names: frozenset[str] = frozenset(route.name for route in ROUTES)
+    route_names: frozenset[str] = frozenset(route.name for route in ROUTES) | WEBHOOK_ROUTE_NAMES
     #: The clock behind synthesis, buckets, timestamps and idempotency expiry.
     clock: _OnState[Clock] = _OnState()
     #: How long a synthesis takes, in API seconds (the next synthesis obeys a change).
@@ -151,11 +157,14 @@ class FakeAurousServer:
         )
         #: Fault rules: ``fake.faults.add(Fault(FaultKind.DROP, route=...))``.
         self.faults = FaultPlan(seed=seed)
-        self._pipeline = Pipeline(self._state, self.faults, ROUTES)
+        self._webhooks = Webhooks(self._state)
+        self._pipeline = Pipeline(self._state, self.faults,
+                                  (*ROUTES, *webhook_routes(self._webhooks)))
         self._runner: web.AppRunner | None = None
         #: The team that :attr:`api_key` belongs to.
         self.default_team = self.add_team(name="Default Team", credits=credits, api_key=api_key)
-        self._control = ControlApi(self._state, self.faults, self.default_team, self.route_names)
+        self._control = ControlApi(self._state, self.faults, self.default_team, self.route_names,
+                                   self._webhooks)
 
     # -- set-up ------------------------------------------------------------------------
 
@@ -261,6 +270,29 @@ class FakeAurousServer:
         """Recorded requests whose ``"METHOD /template"`` equals ``route``."""
         return [r for r in self.requests if r.route == route]
 
+    @property
+    def webhook_deliveries(self) -> list[WebhookDelivery]:
+        """Every webhook delivery attempt so far, in order (each with its status, body
+        and signature header)."""
+        return list(self._webhooks.deliveries)
+
+    def webhook_endpoint(self, endpoint_id: str) -> WebhookEndpointRecord:
+        """A registered webhook endpoint (its ``status``, ``consecutive_failures``,
+        ``secret``); ``KeyError`` once deleted or when unknown."""
+        return self._webhooks.endpoints[endpoint_id]
+
+    async def wait_for_webhook_deliveries(self, count: int) -> list[WebhookDelivery]:
+        """Wait until ``count`` delivery attempts were made in all; returns them all.
+        Works from the fake's loop or another one (``run_in_thread``); bound the wait
+        with :func:`asyncio.wait_for`."""
+        loop = self._webhooks.loop
+        if loop is None:
+            raise RuntimeError("the fake is not running")
+        if loop is asyncio.get_running_loop():
+            return await self._webhooks.wait_for(count)
+        future = asyncio.run_coroutine_threadsafe(self._webhooks.wait_for(count), loop)
+        return await asyncio.wrap_future(future)
+
     # -- lifecycle ---------------------------------------------------------------------
 
     async def start(self) -> str:
@@ -285,6 +317,7 @@ class FakeAurousServer:
             app, access_log=None, handle_signals=False, shutdown_timeout=0.5
         )
         await self._runner.setup()
+        self._webhooks.start()
         site = web.SockSite(self._runner, sock)
         await site.start()
         host = f"[{self.host}]" if ":" in self.host else self.host
@@ -295,6 +328,7 @@ class FakeAurousServer:
         """Stop listening and close open connections."""
         if self._runner is not None:
             runner, self._runner = self._runner, None
+            await self._webhooks.stop()
             await runner.cleanup()
 
     @contextlib.contextmanager
