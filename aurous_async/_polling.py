@@ -114,12 +114,11 @@ class _Subscription:
         self.polls = 0
         self.closed = False
 
-    def take(self) -> Character:
-        """The oldest unread state; reading the last one lets polling go on."""
-        character = self.pending.pop(0)
-        if not self.pending:
-            self.scheduler.drained(self.character_id)
-        return character
+    def wait(self) -> asyncio.Future[None]:
+        """The future a reader awaits for the next state; while it waits, polling goes on."""
+        self.waiter = asyncio.get_running_loop().create_future()
+        self.scheduler.resume(self.character_id)
+        return self.waiter
 
     def deliver(self, character: Character) -> None:
         self.polls += 1
@@ -227,11 +226,11 @@ class PollScheduler:
     never exceeds the GET budget; polls start in due-time order, so when the budget is
     tight every watcher waits its turn and none starves.
 
-    Polling is pulled by the watchers: a character comes due only while some watcher of
-    it has read every state it was given, so watchers whose consumer stopped reading cost
-    no GETs. A transient failure (outage, 5xx, 429, timeout) is retried on the policy's
-    growing schedule, never passed on; anything else (404, 401, 403, a bug) is passed to
-    every watcher of that character, and the next watcher starts afresh.
+    Polling is pulled by the watchers: a character is polled only while some watcher of
+    it waits for its next state, so watchers whose consumer stopped reading cost no GETs.
+    A transient failure (outage, 5xx, 429, timeout) is retried on the policy's growing
+    schedule, never passed on; anything else (404, 401, 403, a bug) is passed to every
+    watcher of that character, and the next watcher starts afresh.
     """
 
     def __init__(
@@ -293,8 +292,8 @@ class PollScheduler:
         self._ensure_runner()
         return sub
 
-    def drained(self, character_id: str) -> None:
-        """A watcher read its last state: a parked character may be polled again."""
+    def resume(self, character_id: str) -> None:
+        """A watcher waits for a state: a parked character is polled again."""
         watched = self._watched.get(character_id)
         if watched is not None and watched.parked:
             watched.parked = False
@@ -444,5 +443,5 @@ class PollScheduler:
 
 
 def _wanted(watched: _Watched) -> bool:
-    """Some watcher has read everything it was given (so a new state is of use)."""
-    return any(not sub.pending for sub in watched.subscribers)
+    """Some watcher is waiting for a state now (a consumer that walked away is not)."""
+    return any(sub.waiter is not None for sub in watched.subscribers)

@@ -42,14 +42,13 @@ async def _next_state(sub: _Subscription, clock: Clock, deadline: float | None) 
             if left <= 0:
                 raise WatchTimeoutError(f"watching {sub.character_id}: the timeout passed")
             timer = clock.call_later(left, sub.wake)
-        sub.waiter = asyncio.get_running_loop().create_future()
         try:
-            await sub.waiter
+            await sub.wait()
         finally:
             sub.waiter = None
             if timer is not None:
                 timer.cancel()
-    return sub.take()
+    return sub.pending.pop(0)
 
 
 async def watch_character(
