@@ -216,11 +216,15 @@ class StatusUpdate:
 @attrs.frozen(kw_only=True)
 class BatchResult:
     """The outcome of one character in ``resynthesize_many``: its final ``character``,
-    or the ``error`` that ended it (``character`` is then the last state seen, if any)."""
+    or the ``error`` that ended it (``character`` is then the last state seen, if any).
+    """
 
     character_id: str
     character: Character | None = None
     error: AurousError | None = None
+    #: True when this outcome was read from a journal (an earlier run finished it) and no
+    #: request was made for it now.
+    from_journal: bool = False
 
     @property
     def ok(self) -> bool:
