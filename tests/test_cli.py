@@ -274,19 +274,27 @@ def test_ctrl_c_stops_the_fake_server_with_exit_0(offline: Cli) -> None:
     assert "Traceback" not in result.err
 
 
-def test_console_script_streams_into_a_closed_pipe_quietly(server: FakeAurousServer) -> None:
-    """Guards: the installed `aurous-async` script missing, or `aurous-async list | head -1`
-    ending in a BrokenPipeError traceback instead of exit 141."""
-    for i in range(1500):  # ~120 kB of rows: more than a pipe holds
+def test_console_script_into_a_closed_pipe_exits_141_quietly(server: FakeAurousServer) -> None:
+    """Guards: the installed `aurous-async` script missing, or a reader that leaves early
+    (`aurous-async list | head -1`) ending in a BrokenPipeError traceback or "Exception
+    ignored" message instead of exit 141 — whether the pipe closes mid-listing or
+    before the last buffered line is flushed — or hiding a charge with the pipe."""
+    cid = server.add_character()
+    for i in range(1500):  # ~150 kB of rows: far more than one pipe and buffer hold
         server.add_character(name=f"c{i}")
     # Next to this interpreter: a PATH of version-manager shims may not know it yet.
-    script = Path(sysconfig.get_path("scripts")) / "aurous-async"
-    env = {**os.environ, "AUROUS_API_KEY": server.api_key, "AUROUS_BASE_URL": server.base_url}
-    proc = subprocess.Popen([str(script), "list", "--page-size", "100"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    assert proc.stdout is not None and proc.stderr is not None
-    first = proc.stdout.readline().decode()
-    proc.stdout.close()  # `head -1` has what it wanted
-    err = proc.stderr.read().decode()
-    assert proc.wait(timeout=30) == 141, err
-    assert first.startswith("char_") and err == ""
+    script = str(Path(sysconfig.get_path("scripts")) / "aurous-async")
+    # Block-buffered stdout, as a user's shell gives it (CI may set PYTHONUNBUFFERED).
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    env.update(AUROUS_API_KEY=server.api_key, AUROUS_BASE_URL=server.base_url)
+    for argv, lines, expected_err in ((["list"], 1, []), (["list", "--limit", "1"], 0, []),
+                                      (["resynthesize", cid], 0, [f"charged (1): {cid}"])):
+        proc = subprocess.Popen([script, *argv], env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+        assert proc.stdout is not None and proc.stderr is not None
+        first = [proc.stdout.readline().decode() for _ in range(lines)]
+        proc.stdout.close()  # `head` has what it wanted
+        err = proc.stderr.read().decode()
+        assert proc.wait(timeout=30) == 141, (argv, err)
+        assert err.splitlines()[:1] == expected_err, (argv, err)
+        assert all(line.startswith("char_") for line in first), argv

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import NoReturn
@@ -215,12 +216,15 @@ def _sdk_logging(verbose: int) -> Iterator[None]:
 def _guarded(run: Callable[[], int]) -> int:
     """``run()``'s exit code; an error ends it in one line on stderr, never a traceback."""
     try:
-        return run()
+        code = run()
+        sys.stdout.flush()  # a reader gone (`| head`) shows here, not at exit
+        return code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except BrokenPipeError:
-        return EXIT_BROKEN_PIPE  # the reader of stdout went away (`| head`)
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -231,21 +235,32 @@ def _guarded(run: Callable[[], int]) -> int:
         return exit_code(exc)
 
 
+def _silence_stdout() -> None:
+    """The reader of stdout went away: point stdout at the null device, or the
+    interpreter's flush at exit fails on the same pipe ("Exception ignored ...")."""
+    with contextlib.suppress(OSError, ValueError):  # not a file (captured, redirected)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+
 def _run_resynthesize(args: argparse.Namespace) -> int:
     ledger = ChargeLedger()
     code = _guarded(lambda: asyncio.run(resynthesize(args, ledger)))
     if not ledger:
         return code  # stopped before it knew its ids: nothing can have been sent
     summary = ledger.summary()
-    if args.json:
-        summary.write(sys.stderr, as_json=True)
-        return code
-    try:
-        summary.write(sys.stdout, as_json=False)
-    except BrokenPipeError:
-        # Charges are never hidden: a closed stdout moves the summary to stderr.
-        summary.write(sys.stderr, as_json=False)
-        return EXIT_BROKEN_PIPE
+    if not args.json and code != EXIT_BROKEN_PIPE:
+
+        def on_stdout() -> int:
+            summary.write(sys.stdout, as_json=False)
+            return code
+
+        code = _guarded(on_stdout)
+    if args.json or code == EXIT_BROKEN_PIPE:
+        # Stdout is for the JSON objects alone, or its reader is gone: charges are never
+        # hidden, so the summary goes to stderr.
+        summary.write(sys.stderr, as_json=args.json)
     return code
 
 
