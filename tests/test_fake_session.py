@@ -31,9 +31,9 @@ async def test_client_and_fake_agree_on_the_buckets(fake_aurous: FakeAurousServe
     async with fake_aurous.session() as s:
         results = [r async for r in s.characters.resynthesize_many(ids)]
     assert sorted(r.character_id for r in results) == sorted(ids)
-    assert all(r.ok for r in results)
-    assert len(fake_aurous.ledger) == 20
     assert dict(fake_aurous.rate_limited) == {}
+    assert all(r.ok for r in results), [repr(r.error) for r in results if not r.ok]
+    assert len(fake_aurous.ledger) == 20
 
 
 def test_the_fixture_runs_on_fast_time_by_default(fake_aurous: FakeAurousServer) -> None:

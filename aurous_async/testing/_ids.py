@@ -18,4 +18,5 @@ def ulid(wall_time: float) -> str:
 
 
 def new_id(prefix: str, wall_time: float) -> str:
+    """A prefixed id (``char_…``, ``req_…``) whose ULID starts at ``wall_time``."""
     return f"{prefix}_{ulid(wall_time)}"

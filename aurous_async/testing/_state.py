@@ -11,7 +11,7 @@ from __future__ import annotations
 import collections
 import random
 import secrets
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 from .._clock import Clock
@@ -58,9 +58,11 @@ REGENERATE_COST = 1.0
 class SynthesisListener(Protocol):
     """Told when a synthesis starts and when it ends (the webhooks listen)."""
 
-    def synthesis_started(self, record: CharacterRecord) -> None: ...
+    def synthesis_started(self, record: CharacterRecord) -> None:
+        """``record`` went to ``synthesizing``; it ends at ``record.synthesis_done_at``."""
 
-    def synthesis_ended(self, record: CharacterRecord) -> None: ...
+    def synthesis_ended(self, record: CharacterRecord) -> None:
+        """``record`` left ``synthesizing`` (to its outcome, or ``failed``)."""
 
 
 class FakeState:
@@ -139,10 +141,6 @@ class FakeState:
     def team(self, team_id: str) -> FakeTeam:
         """A team by id (``KeyError`` when unknown)."""
         return self._teams[team_id]
-
-    def teams(self) -> Iterator[FakeTeam]:
-        """Every team, in creation order."""
-        return iter(list(self._teams.values()))
 
     def bucket(self, team: FakeTeam, name: str) -> TokenBucket:
         """The team's bucket called ``name``, made full on first use."""
