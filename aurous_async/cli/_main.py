@@ -72,8 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"aurous-async {__version__}")
     logs = _Parser(add_help=False)
-    logs.add_argument("-v", "--verbose", action="count", default=0,
-                      help="show the SDK's retries (-v) and requests (-vv) on stderr")
+    logs.add_argument("-v", "--verbose", action="store_true",
+                      help="show the SDK's warnings (its retries) on stderr")
     common = _Parser(add_help=False, parents=[logs])
     common.add_argument("--api-key", help="API key (default: $AUROUS_API_KEY)")
     common.add_argument("--base-url", help="API base URL (default: $AUROUS_BASE_URL or "
@@ -193,16 +193,15 @@ _COMMANDS = {"get": _get, "list": _list, "save": _save, "watch": _watch}
 
 
 @contextlib.contextmanager
-def _sdk_logging(verbose: int) -> Iterator[None]:
+def _sdk_logging(verbose: bool) -> Iterator[None]:
     """Show the SDK's log lines on stderr for one run: errors always, warnings (the
-    retries) with ``-v``, everything with ``-vv``. Python's last-resort handler would
-    print every warning, so the logger gets a handler of its own and stops propagating
-    until the run ends."""
+    retries) with ``-v``. Python's last-resort handler would print every warning, so the
+    logger gets a handler of its own and stops propagating until the run ends."""
     logger = logging.getLogger("aurous_async")
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("aurous-async: %(levelname)s: %(message)s"))
     saved = logger.level, logger.propagate
-    logger.setLevel((logging.ERROR, logging.WARNING)[verbose] if verbose < 2 else logging.DEBUG)
+    logger.setLevel(logging.WARNING if verbose else logging.ERROR)
     logger.propagate = False
     logger.addHandler(handler)
     try:
@@ -292,9 +291,8 @@ def main(argv: Sequence[str] | None = None, *, clock: Clock | None = None) -> in
     """
     try:
         args = build_parser().parse_args(argv)
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else EXIT_OK if exc.code is None \
-            else EXIT_USAGE
+    except SystemExit as exc:  # argparse has printed its help, version or usage error
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     args.clock = clock
-    with _sdk_logging(getattr(args, "verbose", 0)):
+    with _sdk_logging(getattr(args, "verbose", False)):
         return _run(args)
