@@ -99,8 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "resynthesize", parents=[common], help="resynthesize characters (paid)",
-        description="Resynthesize characters. Every run ends with what was charged, what "
-                    "was not sent and what is left unsaved (on stderr with --json).",
+        description="Resynthesize characters (paid). Without --watch they are sent one by "
+                    "one and the first error stops the run; with it they fan out, and one "
+                    "character's failure stops only that one (a 402 stops the sending). "
+                    "Every run ends with what was charged, what was not sent and what is "
+                    "left unsaved (on stderr with --json).",
     )
     which = p.add_argument_group("which characters")
     which.add_argument("ids", nargs="*", metavar="ID", help="character ids")
