@@ -31,6 +31,10 @@ from ._errors import (
     WatchTimeoutError,
 )
 from ._fanout import BatchProgress
+from ._journal import BatchInUseError, JournalError, LeaseLostError
+from ._journal_batch import Journal
+from ._journal_redis import RedisJournal
+from ._journal_sqlite import SQLiteJournal
 from ._models import (
     Balance,
     BatchResult,
@@ -64,6 +68,7 @@ __all__ = [
     "AurousSession",
     "AuthenticationError",
     "Balance",
+    "BatchInUseError",
     "BatchProgress",
     "BatchResult",
     "Character",
@@ -78,6 +83,9 @@ __all__ = [
     "InMemoryRateLimiter",
     "InsufficientCreditsError",
     "InvalidRequestError",
+    "Journal",
+    "JournalError",
+    "LeaseLostError",
     "MalformedResponseError",
     "NotFoundError",
     "PermissionDeniedError",
@@ -89,8 +97,10 @@ __all__ = [
     "RateLimiter",
     "RateLimiterUnavailableError",
     "RateLimits",
+    "RedisJournal",
     "RedisRateLimiter",
     "Ref",
+    "SQLiteJournal",
     "ScaledClock",
     "ServerError",
     "SessionClosedError",

@@ -31,6 +31,13 @@ class ApiCall:
     #: the first attempt still running, so waiting for it costs no paid tokens.
     confirm: Callable[[], Awaitable[ApiResponse | None]] | None = attrs.field(
         default=None, eq=False, repr=False)
+    #: Awaited once the first attempt has its rate-limit token, just before it is sent
+    #: (a journal records the key here); if it raises, nothing is sent.
+    before_send: Callable[[], Awaitable[None]] | None = attrs.field(
+        default=None, eq=False, repr=False)
+    #: The key may already be in flight from an earlier life of this process (a resumed
+    #: batch): a 409 for it on the first attempt means that original still runs.
+    resumed: bool = False
 
 
 @attrs.frozen(kw_only=True)

@@ -24,6 +24,7 @@ from typing import Any
 
 import attrs
 
+from ._batch_journal import NoJournal, Plan, Step
 from ._clock import Clock
 from ._context import deadline_scope, notify_on_token
 from ._errors import (
@@ -36,6 +37,7 @@ from ._errors import (
     SynthesisFailedError,
     WatchTimeoutError,
 )
+from ._journal import JournalError
 from ._models import BatchResult, Character, CharacterStatus
 from ._polling import PollScheduler
 from ._watch import is_transient, watch_character
@@ -122,6 +124,7 @@ class _Run:
         ids: Sequence[str],
         *,
         resynthesize: Resynthesize,
+        get: Callable[[str], Awaitable[Character]],
         save: Callable[[str], Awaitable[Character]],
         scheduler: PollScheduler,
         clock: Clock,
@@ -131,10 +134,14 @@ class _Run:
         concurrency: int,
         progress: Callable[[BatchProgress], None] | None,
         batches: set[Callable[[], None]],
+        journal: NoJournal,
     ) -> None:
         self._ids = list(ids)
         self._resynthesize = resynthesize
+        self._get = get
         self._save = save
+        self._journal = journal
+        self._plans: dict[str, Plan] = {}
         self._scheduler = scheduler
         self._clock = clock
         self._force_all = force_all
@@ -161,7 +168,7 @@ class _Run:
 
     async def next(self) -> BatchResult:
         if not self._started:
-            self._start()
+            await self._start()
         while not self._results:
             if self._fatal is not None:
                 await self.aclose()
@@ -190,19 +197,40 @@ class _Run:
         for task in (self._dispatcher, *self._tasks):
             if task is not None:
                 task.cancel()
+        self._journal.abandon()
 
     async def aclose(self) -> None:
         tasks = [t for t in (self._dispatcher, *self._tasks) if t is not None]
-        self.cancel()
+        self._closed = True
+        self._batches.discard(self._shutdown)
+        for task in tasks:
+            task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self._journal.close()
 
     # -- dispatch ------------------------------------------------------------------------
 
-    def _start(self) -> None:
+    async def _start(self) -> None:
         self._started = True
         if self._timeout is not None:
             self._deadline = self._clock.monotonic() + self._timeout
+        # Opening the journal takes the batch's lease and reads what earlier runs did:
+        # a journal that cannot be used raises here, before anything is sent.
+        self._plans = await self._journal.open(self._ids)
         self._batches.add(self._shutdown)
+        self._queue.clear()
+        for character_id in self._ids:
+            plan = self._plans[character_id]
+            if plan.step is Step.DONE:
+                assert plan.result is not None
+                self._finish(plan.result)
+            elif plan.step is Step.WATCH:
+                # Charged in an earlier life: only watched (GETs), never POSTed again.
+                self._counts["synthesizing"] += 1
+                self._counts["charged"] += 1
+                self._spawn(self._watch(character_id, None), "resynthesize_many watch")
+            else:
+                self._queue.append(character_id)
         self._report()
 
     def _resume_dispatch(self) -> None:
@@ -251,15 +279,29 @@ class _Run:
                 has_token.set_result(None)
                 self._report(character_id, "dispatched")
 
-        key = str(uuid.uuid4())  # minted here, so every retry of this id reuses it
+        plan = self._plans[character_id]
+        if plan.key is None:
+            # Minted once per id (or read from the journal): every retry, and a dispatch
+            # taken back and made again, reuses it.
+            plan = self._plans[character_id] = attrs.evolve(plan, key=str(uuid.uuid4()))
+            fresh = True
+        else:
+            fresh = False
+        assert plan.key is not None
+        key = plan.key
         try:
-            character = await self._post(character_id, key, token_granted)
+            character = await self._check_then_post(character_id, key, plan, token_granted,
+                                                    fresh=fresh)
+        except JournalError:
+            raise  # the journal is unusable: the run ends with it (see _task_done)
         except AurousError as exc:
             if isinstance(exc, InsufficientCreditsError) or not has_token.done():
                 # Out of credits, or out of time before a token: the rest share the fate.
                 self._stop = self._stop or exc
             self._counts["dispatched"] -= 1
-            self._finish(BatchResult(character_id=character_id, error=flow_error(exc)))
+            result = BatchResult(character_id=character_id, error=flow_error(exc))
+            await self._journal.ended(result, charged=False)
+            self._finish(result)
             if self._stop is not None:
                 self._fail_unsent(self._stop)
             return
@@ -268,18 +310,38 @@ class _Run:
         self._counts["dispatched"] -= 1
         self._counts["synthesizing"] += 1
         self._counts["charged"] += 1
+        await self._journal.sent(character)
         await self._watch(character_id, character)
 
-    async def _post(self, character_id: str, key: str,
-                    token_granted: Callable[[], None]) -> Character:
+    async def _check_then_post(self, character_id: str, key: str, plan: Plan,
+                               token_granted: Callable[[], None], *, fresh: bool) -> Character:
+        if plan.step is Step.CHECK_THEN_POST and plan.sent_at is not None:
+            # The recorded key may have expired on the server: if the character changed
+            # after that send, the POST went through; a second one could charge again.
+            with deadline_scope(self._deadline):
+                character = await self._get(character_id)
+            changed = character.updated_at is not None \
+                and character.updated_at.timestamp() >= plan.sent_at
+            if changed or character.status == CharacterStatus.SYNTHESIZING:
+                token_granted()
+                return character
+        return await self._post(character_id, key, token_granted, resumed=not fresh)
+
+    async def _post(self, character_id: str, key: str, token_granted: Callable[[], None],
+                    *, resumed: bool) -> Character:
         wait, started, tries = _BACKOFF_START, self._clock.monotonic(), 0
+
+        async def write_ahead() -> None:
+            await self._journal.sending(character_id, key)
+
         while True:
             notify_on_token(token_granted)
             tries += 1
             try:
                 with deadline_scope(self._deadline):
-                    return await self._resynthesize(character_id, force_all=self._force_all,
-                                                    idempotency_key=key)
+                    return await self._resynthesize(
+                        character_id, force_all=self._force_all, idempotency_key=key,
+                        before_send=write_ahead, resumed=resumed or tries > 1)
             except AurousError as exc:
                 budget_end = self._deadline if self._deadline is not None \
                     else started + OUTAGE_BUDGET
@@ -290,8 +352,9 @@ class _Run:
             await self._clock.sleep(wait)
             wait = min(wait * 2, _BACKOFF_CAP)
 
-    async def _watch(self, character_id: str, character: Character) -> None:
+    async def _watch(self, character_id: str, character: Character | None) -> None:
         last = character
+        result: BatchResult
         try:
             async for update in watch_character(
                 self._scheduler, self._save, character_id, clock=self._clock,
@@ -300,19 +363,21 @@ class _Run:
                 last = update.character
                 self._report(character_id, update.status.value)
         except AurousError as exc:
-            self._counts["synthesizing"] -= 1
-            self._finish(BatchResult(character_id=character_id,
-                                     character=getattr(exc, "character", None) or last,
-                                     error=exc))
-            return
+            result = BatchResult(character_id=character_id,
+                                 character=getattr(exc, "character", None) or last, error=exc)
+        else:
+            assert last is not None
+            error: AurousError | None = None
+            if last.status == CharacterStatus.FAILED:
+                error = SynthesisFailedError(last)
+            elif last.status == CharacterStatus.DELETED:
+                error = NotFoundError(f"{character_id} was deleted during the batch",
+                                      status=404, code="character_deleted")
+            result = BatchResult(character_id=character_id, character=last, error=error)
         self._counts["synthesizing"] -= 1
-        error: AurousError | None = None
-        if last.status == CharacterStatus.FAILED:
-            error = SynthesisFailedError(last)
-        elif last.status == CharacterStatus.DELETED:
-            error = NotFoundError(f"{character_id} was deleted during the batch", status=404,
-                                  code="character_deleted")
-        self._finish(BatchResult(character_id=character_id, character=last, error=error))
+        # Committed before it is yielded: a crash after this never loses the outcome.
+        await self._journal.ended(result, charged=True)
+        self._finish(result)
 
     # -- results, errors, progress -------------------------------------------------------
 
@@ -353,7 +418,7 @@ class _Run:
     def _task_done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None and self._fatal is None:
-            # Not an AurousError (those become results): a bug or a third-party part.
+            # Not a result: a journal that failed, a bug or a third-party part.
             self._fatal = task.exception()
             self._wake()
 

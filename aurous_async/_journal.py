@@ -26,19 +26,15 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import Any
 
 import attrs
 
 from ._errors import AurousError
 
-if TYPE_CHECKING:
-    from ._journal_batch import JournalBatch
-
 __all__ = [
     "KEY_REUSE_LIMIT",
     "BatchInUseError",
-    "Journal",
     "JournalError",
     "JournalRecord",
     "JournalState",
@@ -192,32 +188,3 @@ def check_ids(ids: object) -> list[str]:
             raise ValueError(f"not a valid character id: {character_id[:40]!r}")
         result[character_id] = None
     return list(result)
-
-
-_T = TypeVar("_T", bound="Journal")
-
-
-class Journal(Protocol):
-    """What ``resynthesize_many(journal=…)`` needs from a journal. Both
-    :class:`~aurous_async.SQLiteJournal` and :class:`~aurous_async.RedisJournal` are one.
-
-    Journals are async context managers; :meth:`aclose` is idempotent.
-    """
-
-    lease_ttl: float
-
-    async def open_batch(self, batch: str, ids: Iterable[str]) -> JournalBatch:
-        """Take the lease on ``batch``, add the new ``ids`` as ``pending``, load the rest."""
-
-    async def read_batch(self, batch: str) -> list[JournalRecord]:
-        """Every record of ``batch`` in the order added, without taking its lease."""
-
-    async def batches(self) -> list[str]:
-        """The names of the batches in this journal, sorted."""
-
-    async def aclose(self) -> None:
-        """Release the leases of open batches and close the store."""
-
-    async def __aenter__(self: _T) -> _T: ...
-
-    async def __aexit__(self, *exc_info: object) -> None: ...

@@ -11,7 +11,7 @@ import re
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import attrs
 
@@ -25,7 +25,7 @@ from ._journal import (
     check_ids,
 )
 
-__all__ = ["JournalBatch", "StoredJournal"]
+__all__ = ["Journal", "JournalBatch", "StoredJournal"]
 
 logger = logging.getLogger("aurous_async")
 
@@ -410,3 +410,32 @@ def _expect(record: JournalRecord, *states: JournalState) -> None:
 def _status_of(character: Mapping[str, Any] | None, default: str | None) -> str | None:
     status = character.get("status") if character is not None else None
     return status if isinstance(status, str) else default
+
+
+_J = TypeVar("_J", bound="Journal")
+
+
+class Journal(Protocol):
+    """What ``resynthesize_many(journal=…)`` needs from a journal. Both
+    :class:`~aurous_async.SQLiteJournal` and :class:`~aurous_async.RedisJournal` are one.
+
+    Journals are async context managers; :meth:`aclose` is idempotent.
+    """
+
+    lease_ttl: float
+
+    async def open_batch(self, batch: str, ids: Iterable[str]) -> JournalBatch:
+        """Take the lease on ``batch``, add the new ``ids`` as ``pending``, load the rest."""
+
+    async def read_batch(self, batch: str) -> list[JournalRecord]:
+        """Every record of ``batch`` in the order added, without taking its lease."""
+
+    async def batches(self) -> list[str]:
+        """The names of the batches in this journal, sorted."""
+
+    async def aclose(self) -> None:
+        """Release the leases of open batches and close the store."""
+
+    async def __aenter__(self: _J) -> _J: ...
+
+    async def __aexit__(self, *exc_info: object) -> None: ...

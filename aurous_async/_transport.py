@@ -135,6 +135,13 @@ class Transport:
             limiter = self._limiter
             if limiter is not None:
                 await self._acquire(limiter, call.bucket, deadline)
+            if attempt == 1 and call.before_send is not None:
+                try:
+                    await call.before_send()
+                except BaseException:
+                    if limiter is not None:
+                        limiter.release(call.bucket)  # nothing was sent
+                    raise
             notify = take_token_callback()
             if notify is not None:
                 notify()
@@ -153,7 +160,7 @@ class Transport:
                     limiter.release(call.bucket)
             error.may_have_been_processed = progress.reached and _may_have_acted(error)
             wait: float | None
-            if isinstance(error, IdempotencyKeyInUseError) and attempt > 1:
+            if isinstance(error, IdempotencyKeyInUseError) and (attempt > 1 or call.resumed):
                 # Our own first attempt holds the key and is still running on the server.
                 now = clock.monotonic()
                 if math.isnan(in_flight_since):

@@ -7,10 +7,12 @@ from typing import Any
 
 import attrs
 
+from .._batch_journal import BatchJournal, NoJournal
 from .._context import deadline_scope
-from .._convert import converter, encode_attributes
 from .._errors import APIStatusError, AurousError
 from .._fanout import BatchProgress, FanOut, flow_error
+from .._journal import check_batch_name
+from .._journal_batch import Journal
 from .._models import (
     Character,
     CharacterAttributes,
@@ -29,6 +31,7 @@ from .._validate import (
     validate_idempotency_key,
 )
 from .._watch import raise_if_failed, watch_character
+from ._params import attributes_json, character_name
 from .uploads import Uploads
 
 __all__ = ["Characters", "get_character", "save_character"]
@@ -53,34 +56,6 @@ async def save_character(transport: Transport, character_id: str) -> Character:
         bucket="characters_post",
     ))
     return response.into(Character)
-
-
-def _attributes_json(value: CharacterAttributes | Mapping[str, Any]) -> dict[str, Any]:
-    if isinstance(value, CharacterAttributes):
-        return encode_attributes(value)
-    if not isinstance(value, Mapping):
-        raise TypeError("attributes must be a CharacterAttributes or a mapping, "
-                        f"not {type(value).__name__}")
-    known = attrs.fields_dict(CharacterAttributes)
-    unknown = [key for key in value if key not in known]
-    if unknown:
-        raise ValueError(f"unknown attributes: {', '.join(map(str, unknown))} "
-                         f"(known: {', '.join(known)})")
-    try:
-        checked = converter.structure(dict(value), CharacterAttributes)
-    except Exception as exc:  # cattrs raises a group; the message is what matters
-        raise TypeError(f"attributes have a wrong type: {exc}") from None
-    return encode_attributes(checked)
-
-
-def _name(value: object, *, required: bool) -> str | None:
-    if value is None and not required:
-        return None
-    if not isinstance(value, str):
-        raise TypeError(f"name must be a str, not {type(value).__name__}")
-    if not value.strip():
-        raise ValueError("name must not be empty")
-    return value
 
 
 class Characters:
@@ -166,7 +141,7 @@ class Characters:
                 attributes={"gender": "female", "age": 28, "hair_color": "black"},
             )
         """
-        body: dict[str, Any] = {"name": _name(name, required=True)}
+        body: dict[str, Any] = {"name": character_name(name, required=True)}
         check_bool(generate, "generate")
         ids: list[str] | None = None
         if upload_ids is not None:
@@ -184,7 +159,7 @@ class Characters:
         if ids:
             body["upload_ids"] = ids
         if attributes is not None:
-            body["attributes"] = _attributes_json(attributes)
+            body["attributes"] = attributes_json(attributes)
         return await self._call(ApiCall(
             method="POST", path="/v1/characters",
             bucket="characters_synthesize" if generate else "characters_post",
@@ -202,9 +177,9 @@ class Characters:
         path = f"/v1/characters/{path_id(character_id)}"
         body: dict[str, Any] = {}
         if name is not None:
-            body["name"] = _name(name, required=True)
+            body["name"] = character_name(name, required=True)
         if attributes is not None:
-            body["attributes"] = _attributes_json(attributes)
+            body["attributes"] = attributes_json(attributes)
         if not body:
             raise ValueError("give name and/or attributes to update")
         return await self._call(ApiCall(method="PATCH", path=path, bucket="characters_post",
@@ -233,14 +208,24 @@ class Characters:
         """Re-run synthesis of every pose (paid: 4 generations). The answer is the
         character in ``synthesizing``; follow it with :meth:`watch` or use
         :meth:`resynthesize_and_watch`."""
-        path = f"/v1/characters/{path_id(character_id)}/resynthesize"
-        body: dict[str, Any] = {}
-        if optional_bool(force_all, "force_all") is not None:
-            body["force_all"] = force_all
-        return await self._call(ApiCall(
-            method="POST", path=path, bucket="characters_synthesize", json=body,
+        path_id(character_id)
+        optional_bool(force_all, "force_all")
+        return await self._resynthesize_call(
+            character_id, force_all=force_all,
             idempotency_key=validate_idempotency_key(idempotency_key),
-            confirm=self._synthesis_started(character_id),
+        )
+
+    async def _resynthesize_call(
+        self, character_id: str, *, force_all: bool | None, idempotency_key: str | None,
+        before_send: Callable[[], Awaitable[None]] | None = None, resumed: bool = False,
+    ) -> Character:
+        """The resynthesize POST, with the fan-out's journal hooks (see ``ApiCall``)."""
+        body: dict[str, Any] = {} if force_all is None else {"force_all": force_all}
+        return await self._call(ApiCall(
+            method="POST", path=f"/v1/characters/{path_id(character_id)}/resynthesize",
+            bucket="characters_synthesize", json=body, idempotency_key=idempotency_key,
+            confirm=self._synthesis_started(character_id), before_send=before_send,
+            resumed=resumed,
         ))
 
     def _synthesis_started(self, character_id: str) -> Callable[[], Awaitable[ApiResponse | None]]:
@@ -396,6 +381,8 @@ class Characters:
         timeout: float | None = None,
         concurrency: int | None = None,
         progress: Callable[[BatchProgress], None] | None = None,
+        journal: Journal | None = None,
+        batch: str | None = None,
     ) -> FanOut:
         """Resynthesize many characters and yield a :class:`BatchResult` for each as it
         completes.
@@ -412,6 +399,10 @@ class Characters:
         async context manager to also cancel the calls and polls in flight on exit.
         ``progress`` is called with a :class:`BatchProgress` on every change (an
         exception it raises ends the batch and reaches you).
+
+        With a ``journal`` (:class:`SQLiteJournal`, :class:`RedisJournal`) and a ``batch``
+        name, the run is exactly-once across restarts: running the same call again
+        resumes it, charging no id twice (see "Long batches and restarts" in the README).
 
         ::
 
@@ -432,9 +423,19 @@ class Characters:
             integer(concurrency, "concurrency", minimum=1)
         if progress is not None and not callable(progress):
             raise TypeError("progress must be callable")
+        if (journal is None) != (batch is None):
+            raise ValueError("give journal and batch together (batch names the run in the "
+                             "journal)")
         parts = self._parts
+        recorder = NoJournal()
+        if journal is not None:
+            if not callable(getattr(journal, "open_batch", None)):
+                raise TypeError("journal must be a SQLiteJournal, a RedisJournal or another "
+                                "Journal")
+            recorder = BatchJournal(journal, check_batch_name(batch), parts.clock)
         return FanOut(
-            id_list, resynthesize=self.resynthesize, save=self.save, scheduler=parts.scheduler,
+            id_list, resynthesize=self._resynthesize_call, get=self.get, save=self.save,
+            scheduler=parts.scheduler, journal=recorder,
             clock=parts.clock, force_all=force_all, auto_save=auto_save,
             timeout=optional_timeout(timeout),  # the batch starts its clock when iterated
             concurrency=concurrency or parts.connection_limit, progress=progress,
