@@ -9,6 +9,7 @@
             print(update.status)
 """
 
+from . import webhooks
 from ._clock import Clock, FakeClock, ScaledClock, SystemClock
 from ._errors import (
     APIConnectionError,
@@ -59,6 +60,14 @@ from ._ratelimit import (
 from ._redis import RateLimiterUnavailableError, RedisRateLimiter
 from ._session import AurousSession
 from ._version import __version__
+from .webhooks import (
+    DeletedWebhookEndpoint,
+    EventType,
+    WebhookEndpoint,
+    WebhookEvent,
+    WebhookTestFire,
+    WebhookVerificationError,
+)
 
 __all__ = [
     "APIConnectionError",
@@ -78,6 +87,8 @@ __all__ = [
     "ConfigurationError",
     "ConflictError",
     "DeletedCharacter",
+    "DeletedWebhookEndpoint",
+    "EventType",
     "FakeClock",
     "IdempotencyKeyInUseError",
     "InMemoryRateLimiter",
@@ -110,5 +121,10 @@ __all__ = [
     "UploadClassification",
     "UploadTicket",
     "WatchTimeoutError",
+    "WebhookEndpoint",
+    "WebhookEvent",
+    "WebhookTestFire",
+    "WebhookVerificationError",
     "__version__",
+    "webhooks",
 ]

@@ -68,13 +68,17 @@ class RateLimits:
 
     ``characters_synthesize`` is shared by synthesize-create, regenerate-ref and
     resynthesize; ``characters_post`` by the other character writes; ``characters_get``
-    by character reads; ``get`` by the remaining GETs (balance).
+    by character reads; ``get`` by the remaining GETs (balance, webhook endpoints);
+    ``webhook_endpoints_post`` by webhook endpoint writes and ``webhooks_test`` by test
+    fires.
     """
 
     characters_synthesize: RateLimit = RateLimit(6, 60.0, 12)
     characters_post: RateLimit = RateLimit(30, 60.0, 60)
     characters_get: RateLimit = RateLimit(120, 60.0, 240)
     get: RateLimit = RateLimit(600, 60.0, 1200)
+    webhook_endpoints_post: RateLimit = RateLimit(10, 60.0, 10)
+    webhooks_test: RateLimit = RateLimit(30, 60.0, 30)
 
     def __attrs_post_init__(self) -> None:
         for field in attrs.fields(type(self)):

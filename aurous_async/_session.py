@@ -24,6 +24,8 @@ from .resources.characters import (
     get_character,
     save_character,
 )
+from .resources.webhook_endpoints import WebhookEndpoints
+from .webhooks import WebhookEvent
 
 __all__ = ["AurousSession"]
 
@@ -92,6 +94,7 @@ class AurousSession:
             connection_limit=connection_limit,
         )
         self.characters = Characters(self._parts)
+        self.webhook_endpoints = WebhookEndpoints(transport)
 
     @property
     def base_url(self) -> str:
@@ -111,6 +114,25 @@ class AurousSession:
     def watched(self) -> int:
         """How many characters are being watched now."""
         return self._parts.scheduler.watched
+
+    def feed(self, event: WebhookEvent) -> bool:
+        """Hand this session a verified webhook event: a ``character.*`` event for a
+        character being watched makes the session poll it now (one GET confirms the state;
+        the event's payload is not trusted for it). While events keep arriving, watchers
+        poll only every ``PollPolicy.max_interval`` as a safety net. Returns True when it
+        woke a watcher.
+
+        ::
+
+            event = aa.webhooks.verify(body, signature, secret)
+            s.feed(event)
+        """
+        if not isinstance(event, WebhookEvent):
+            raise TypeError(f"feed takes a WebhookEvent, not {type(event).__name__}")
+        character_id = event.character_id
+        if character_id is None:
+            return False
+        return self._parts.scheduler.push(character_id)
 
     async def balance(self) -> Balance:
         """The team's credit balance.
