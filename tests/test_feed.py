@@ -98,3 +98,38 @@ async def test_session_feed_wakes_a_watch_over_http() -> None:
             update = await asyncio.wait_for(following, timeout=5)
             assert update.status is S.REVIEWING
             await updates.aclose()
+
+
+async def test_end_to_end_a_delivered_event_wakes_the_watcher_before_its_poll() -> None:
+    """The whole loop on one machine: register a receiver with the fake, resynthesize; the
+    fake's signed character.completed delivery wakes the watcher well before its next
+    scheduled poll."""
+    from aiohttp import web
+
+    from .conftest import serve_app
+
+    clock = ScaledClock(100)
+    async with FakeAurousServer(clock=clock, synthesis_seconds=5) as fake, \
+            aa.AurousSession(fake.api_key, base_url=fake.base_url, clock=clock,
+                             timeout=3600) as s:
+        cid = fake.add_character()
+        received: list[aa.WebhookEvent] = []
+        holder: dict[str, aa.webhooks.WebhookReceiver] = {}
+        app = web.Application()
+
+        async def handle(request: web.Request) -> web.StreamResponse:
+            return await holder["receiver"].handle(request)
+
+        app.router.add_post("/hooks", handle)
+        async with serve_app(app) as url:
+            endpoint = await s.webhook_endpoints.create(
+                f"{url}/hooks", events=["character.completed", "character.failed"])
+            assert endpoint.secret is not None and endpoint.secret not in repr(endpoint)
+            holder["receiver"] = aa.webhooks.WebhookReceiver(endpoint.secret, received.append,
+                                                             session=s)
+            s._parts.scheduler.estimate.value = 600.0  # the first poll would be far off
+            updates = [u async for u in s.characters.resynthesize_and_watch(cid, timeout=300)]
+            await holder["receiver"].aclose()
+    assert updates[-1].status is S.REVIEWING
+    assert updates[-1].elapsed < 60  # woken by the push at ~5 s, not by a poll at 270 s
+    assert [e.type for e in received] == [aa.EventType.CHARACTER_COMPLETED]

@@ -98,7 +98,10 @@ class WebhookReceiver:
         self._on_event = on_event
         self._session = session
         self._tolerance = check_tolerance(tolerance)
-        self._clock = clock or SYSTEM_CLOCK
+        # A session's clock is the one its API (or fake) signs deliveries with.
+        session_clock = getattr(session, "clock", None)
+        self._clock = clock or (session_clock if isinstance(session_clock, Clock)
+                                else SYSTEM_CLOCK)
         self._max_body_size = integer(max_body_size, "max_body_size", minimum=1)
         self._seen = _RecentIds(REMEMBERED_EVENTS)
         # Strong references: the event loop keeps only weak ones to tasks.
