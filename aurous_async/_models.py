@@ -2,7 +2,8 @@
 
 All are immutable and compare by value. Unknown fields from the server are ignored and
 unknown enum values are kept (``CharacterStatus("queued")`` works), so a newer server
-never crashes an older SDK.
+never crashes an older SDK. Every one has ``to_dict()`` (JSON-ready, e.g. to return from
+a web framework); the API's own objects also have ``from_dict()``, its reverse.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 
@@ -33,6 +34,8 @@ __all__ = [
     "UploadTicket",
 ]
 
+
+_D = TypeVar("_D", bound="_Decodable")
 
 #: Unknown values of one open enum kept as shared objects (more are made afresh each time).
 _MAX_CACHED_UNKNOWN = 64
@@ -106,8 +109,49 @@ class Pose(_OpenStrEnum):
     OTHER = "other"
 
 
+class _Serializable:
+    """The base of the value classes: turns one into JSON-ready data."""
+
+    __slots__ = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """This value as a JSON-ready ``dict``: enums as their strings (unknown ones too),
+        times as ISO 8601 in UTC with ``Z``, tuples as lists, nested values as dicts;
+        ``request_id`` is left out. Signed URLs keep their ``token`` (it is what makes
+        them work), so treat the result as you would the URL.
+
+        >>> Ref(Pose.FRONT, "https://cdn.example/front.png?token=abc").to_dict()
+        {'pose': 'front', 'url': 'https://cdn.example/front.png?token=abc'}
+        """
+        # Imported here: the converter's module imports this one to know the classes.
+        from ._convert import converter
+
+        data: dict[str, Any] = converter.unstructure(self)
+        return data
+
+
+class _Decodable(_Serializable):
+    """The base of the API's objects: they can be read back from ``to_dict()``'s output
+    (or the API's own JSON)."""
+
+    __slots__ = ()
+
+    @classmethod
+    def from_dict(cls: type[_D], data: Mapping[str, Any]) -> _D:
+        """The value ``data`` describes, checked as strictly as an API response (unknown
+        keys are ignored, unknown enum values kept). Raises ``ValueError`` naming what is
+        wrong.
+
+        >>> Ref.from_dict({"pose": "side", "url": "https://cdn.example/side.png"}).pose
+        <Pose.SIDE: 'side'>
+        """
+        from ._convert import decode
+
+        return decode(dict(data) if isinstance(data, Mapping) else data, cls, source="data")
+
+
 @attrs.frozen
-class Ref:
+class Ref(_Decodable):
     """One reference image. ``url`` is a signed URL (valid ~24 h, no auth needed); its
     ``token`` is redacted in ``repr``."""
 
@@ -116,7 +160,7 @@ class Ref:
 
 
 @attrs.frozen(kw_only=True)
-class CharacterAttributes:
+class CharacterAttributes(_Decodable):
     """The eight documented character attributes, all optional.
 
     >>> CharacterAttributes(gender="female", age=28)
@@ -134,7 +178,7 @@ class CharacterAttributes:
 
 
 @attrs.frozen(kw_only=True)
-class Character:
+class Character(_Decodable):
     """A character as the API last reported it.
 
     ``request_id`` is the ``Aurous-Request-Id`` of the response it came from (not part of
@@ -154,7 +198,7 @@ class Character:
 
 
 @attrs.frozen(kw_only=True)
-class DeletedCharacter:
+class DeletedCharacter(_Decodable):
     """The answer to a delete."""
 
     id: str
@@ -163,7 +207,7 @@ class DeletedCharacter:
 
 
 @attrs.frozen(kw_only=True)
-class UploadTicket:
+class UploadTicket(_Decodable):
     """A minted upload: ``PUT`` the image bytes to ``upload_url`` with
     ``upload_headers`` within 15 minutes, then pass ``upload_id`` to ``create``."""
 
@@ -175,7 +219,7 @@ class UploadTicket:
 
 
 @attrs.frozen(kw_only=True)
-class UploadClassification:
+class UploadClassification(_Decodable):
     """The detected pose of an uploaded image (informational, not a gate)."""
 
     upload_id: str
@@ -185,7 +229,7 @@ class UploadClassification:
 
 
 @attrs.frozen(kw_only=True)
-class Balance:
+class Balance(_Decodable):
     """The team's credit balance."""
 
     credits: float
@@ -197,7 +241,7 @@ class Balance:
 
 
 @attrs.frozen(kw_only=True)
-class StatusUpdate:
+class StatusUpdate(_Decodable):
     """One step of a watched character.
 
     ``previous_status`` is ``None`` on the first update; ``terminal`` is true on the last;
@@ -212,11 +256,22 @@ class StatusUpdate:
     polls: int
     elapsed: float
 
+    @property
+    def failed(self) -> bool:
+        """True when the character ended ``failed``. ``watch()`` ends normally then,
+        without raising (``wait()`` raises :class:`SynthesisFailedError`), so a loop over
+        updates checks this to tell a failure from a success."""
+        return self.status == CharacterStatus.FAILED
+
 
 @attrs.frozen(kw_only=True)
-class BatchResult:
+class BatchResult(_Serializable):
     """The outcome of one character in ``resynthesize_many``: its final ``character``,
     or the ``error`` that ended it (``character`` is then the last state seen, if any).
+
+    ``to_dict()`` gives the error as ``{"error_class", "code", "message", "status",
+    "request_id"}`` (the ones it lacks as ``None``), never the exception itself; there is
+    no ``from_dict()``, as an exception cannot be rebuilt from that.
     """
 
     character_id: str
