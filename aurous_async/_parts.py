@@ -3,12 +3,14 @@ the session itself."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 import attrs
 
 from ._clock import Clock
 from ._http import HttpClient
+from ._models import Character
 from ._polling import PollScheduler
 from ._ratelimit import RateLimiter
 from ._transport import Transport
@@ -29,6 +31,8 @@ class SessionParts:
     connection_limit: int
     #: Running ``resynthesize_many`` batches: closing the session ends each through this.
     batches: set[Callable[[], None]] = attrs.field(factory=set)
+    #: Resynthesizes in flight per character (their POST's answer), for flows to join.
+    inflight: dict[str, asyncio.Future[Character]] = attrs.field(factory=dict)
 
     @property
     def limiter(self) -> RateLimiter | None:

@@ -128,7 +128,8 @@ async def test_end_to_end_a_delivered_event_wakes_the_watcher_before_its_poll() 
             holder["receiver"] = aa.webhooks.WebhookReceiver(endpoint.secret, received.append,
                                                              session=s)
             s._parts.scheduler.estimate.value = 600.0  # the first poll would be far off
-            updates = [u async for u in s.characters.resynthesize_and_watch(cid, timeout=300)]
+            updates = [u async for u in s.characters.resynthesize_and_watch(
+                cid, timeout=300, min_time_left=0)]
             await holder["receiver"].aclose()
     assert updates[-1].status is S.REVIEWING
     assert updates[-1].elapsed < 60  # woken by the push at ~5 s, not by a poll at 270 s

@@ -164,7 +164,7 @@ async def test_a_stale_long_estimate_still_polls_before_the_deadline() -> None:
                                     timeout=3600) as s:
             s._parts.scheduler.estimate.value = 600.0  # as learned from slow syntheses
             updates = [u async for u in s.characters.resynthesize_and_watch(
-                cid, auto_save=True, timeout=300)]
+                cid, auto_save=True, timeout=300, min_time_left=0)]
         assert updates[-1].status is S.READY
         assert len(fake.requests_to(GET_ONE)) >= 1
 

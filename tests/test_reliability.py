@@ -42,8 +42,9 @@ async def test_fault_soak_500_flows() -> None:
     """500 resynthesize-and-wait flows while ~20% of answers are faulted.
 
     Time runs 50x and the buckets 100x their documented rates (the same on both sides):
-    a slow answer of 0.6 real seconds is then 30 API seconds, as slow as a real server
-    gets, and 500 flows fit in seconds.
+    a slow answer of 1.5 real seconds is then 75 API seconds, slower than the client's
+    1 s (50 API seconds) attempt timeout, and 500 flows fit in seconds. (The timeout is
+    real time: generous enough that a loaded machine does not trip it on normal answers.)
     """
     clock = ScaledClock(50)
     server_buckets = {"characters_synthesize": BucketLimit(600, 50),
@@ -62,13 +63,13 @@ async def test_fault_soak_500_flows() -> None:
             Fault(FaultKind.DROP, probability=0.05),
             Fault(FaultKind.HTML_502, probability=0.04),
             Fault(FaultKind.JSON_503, probability=0.04),
-            Fault(FaultKind.SLOW, probability=0.03, delay=0.6),
+            Fault(FaultKind.SLOW, probability=0.03, delay=1.5),
             Fault(FaultKind.BROKEN_JSON, probability=0.05),
         ])
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             async with aa.AurousSession(fake.api_key, base_url=fake.base_url, clock=clock,
-                                        timeout=0.3, max_retries=4, rate_limits=limits) as s:
+                                        timeout=1.0, max_retries=4, rate_limits=limits) as s:
 
                 async def flow(cid: str) -> aa.Character | aa.AurousError:
                     try:

@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import attrs
 
-from .._batch_journal import BatchJournal, NoJournal
-from .._context import deadline_scope
-from .._errors import APIStatusError, AurousError
-from .._fanout import BatchProgress, FanOut, flow_error
-from .._journal import check_batch_name
-from .._journal_batch import Journal
+from .._errors import APIStatusError
 from .._models import (
     Character,
     CharacterAttributes,
     DeletedCharacter,
     Pose,
-    StatusUpdate,
 )
 from .._parts import SessionParts
 from .._transport import ApiCall, ApiResponse, Transport
@@ -26,11 +20,10 @@ from .._validate import (
     check_bool,
     integer,
     optional_bool,
-    optional_timeout,
     path_id,
     validate_idempotency_key,
 )
-from .._watch import raise_if_failed, watch_character
+from ._flows import CharacterFlows
 from ._params import attributes_json, character_name
 from .uploads import Uploads
 
@@ -58,7 +51,7 @@ async def save_character(transport: Transport, character_id: str) -> Character:
     return response.into(Character)
 
 
-class Characters:
+class Characters(CharacterFlows):
     """``session.characters``: create, read, change and resynthesize characters.
 
     ::
@@ -270,175 +263,3 @@ class Characters:
             idempotency_key=validate_idempotency_key(idempotency_key),
             confirm=self._synthesis_started(character_id),
         ))
-
-
-    # -- flows ---------------------------------------------------------------------------
-
-    def _deadline(self, timeout: float | None) -> float | None:
-        timeout = optional_timeout(timeout)
-        return None if timeout is None else self._parts.clock.monotonic() + timeout
-
-    def _watch(self, character_id: str, auto_save: bool, deadline: float | None,
-               known: Character | None = None) -> AsyncIterator[StatusUpdate]:
-        parts = self._parts
-        return watch_character(parts.scheduler, self.save, character_id, clock=parts.clock,
-                               auto_save=auto_save, deadline=deadline, known=known,
-                               leftover_saves=parts.saves)
-
-    def watch(
-        self,
-        character_id: str,
-        *,
-        auto_save: bool = False,
-        timeout: float | None = None,
-    ) -> AsyncIterator[StatusUpdate]:
-        """Follow a character: yields its current state, then one update per status
-        change, and stops after a terminal one (``ready``, ``failed``, ``deleted``, and
-        ``reviewing`` — unless ``auto_save``, which saves it and yields ``ready``).
-
-        Polls go through the session's shared scheduler (watchers of one id share one
-        GET) at the session's :class:`PollPolicy`. Past ``timeout`` seconds the
-        iterator raises :class:`WatchTimeoutError`.
-
-        ::
-
-            async for update in s.characters.watch(character_id, auto_save=True):
-                print(update.previous_status, "->", update.status)
-        """
-        path_id(character_id)
-        check_bool(auto_save, "auto_save")
-        return self._watch(character_id, auto_save, self._deadline(timeout))
-
-    async def wait(
-        self,
-        character_id: str,
-        *,
-        auto_save: bool = False,
-        timeout: float | None = None,
-    ) -> Character:
-        """Watch a character to its end and return it; raises
-        :class:`SynthesisFailedError` if it ends ``failed``.
-
-        ::
-
-            hero = await s.characters.wait(character_id, auto_save=True, timeout=300)
-        """
-        last: Character | None = None
-        async for update in self.watch(character_id, auto_save=auto_save, timeout=timeout):
-            last = update.character
-        assert last is not None
-        return raise_if_failed(last)
-
-    def resynthesize_and_watch(
-        self,
-        character_id: str,
-        *,
-        force_all: bool | None = None,
-        auto_save: bool = False,
-        timeout: float | None = None,
-        idempotency_key: str | None = None,
-    ) -> AsyncIterator[StatusUpdate]:
-        """:meth:`resynthesize`, then :meth:`watch` — the first update is the
-        ``synthesizing`` state the POST returned. ``timeout`` bounds both.
-
-        ::
-
-            async for update in s.characters.resynthesize_and_watch(cid, auto_save=True):
-                print(update.status)
-        """
-        path_id(character_id)
-        check_bool(auto_save, "auto_save")
-        optional_bool(force_all, "force_all")
-        validate_idempotency_key(idempotency_key)
-        return self._resynthesize_and_watch(
-            character_id, force_all, auto_save, self._deadline(timeout), idempotency_key
-        )
-
-    async def _resynthesize_and_watch(
-        self,
-        character_id: str,
-        force_all: bool | None,
-        auto_save: bool,
-        deadline: float | None,
-        idempotency_key: str | None,
-    ) -> AsyncIterator[StatusUpdate]:
-        try:
-            with deadline_scope(deadline):
-                character = await self.resynthesize(
-                    character_id, force_all=force_all, idempotency_key=idempotency_key
-                )
-        except AurousError as exc:
-            raise flow_error(exc) from None
-        async for update in self._watch(character_id, auto_save, deadline, character):
-            yield update
-
-    def resynthesize_many(
-        self,
-        ids: Iterable[str],
-        *,
-        force_all: bool | None = None,
-        auto_save: bool = False,
-        timeout: float | None = None,
-        concurrency: int | None = None,
-        progress: Callable[[BatchProgress], None] | None = None,
-        journal: Journal | None = None,
-        batch: str | None = None,
-    ) -> FanOut:
-        """Resynthesize many characters and yield a :class:`BatchResult` for each as it
-        completes.
-
-        Calls go out in the order given, paced by the ``characters_synthesize`` bucket;
-        ``concurrency`` caps POSTs in flight (default: the connection pool). The first
-        402 stops dispatching: every id not yet sent comes back with that
-        :class:`InsufficientCreditsError`. One character's failure never stops the
-        others; a transient failure (an outage, 5xx, 429) is waited out within
-        ``timeout``, which bounds the whole batch.
-
-        A new paid POST goes out only while you wait for the next result, so a loop you
-        leave early (or an iterator you stop reading) charges nothing more. Use it as an
-        async context manager to also cancel the calls and polls in flight on exit.
-        ``progress`` is called with a :class:`BatchProgress` on every change (an
-        exception it raises ends the batch and reaches you).
-
-        With a ``journal`` (:class:`SQLiteJournal`, :class:`RedisJournal`) and a ``batch``
-        name, the run is exactly-once across restarts: running the same call again
-        resumes it, charging no id twice (see "Long batches and restarts" in the README).
-
-        ::
-
-            async with s.characters.resynthesize_many(ids, auto_save=True) as batch:
-                async for result in batch:
-                    print(result.character_id, "ok" if result.ok else result.error)
-        """
-        if isinstance(ids, str) or not isinstance(ids, Iterable):
-            raise TypeError("ids must be an iterable of character ids")
-        id_list = list(ids)
-        for character_id in id_list:
-            path_id(character_id)
-        if len(set(id_list)) != len(id_list):
-            raise ValueError("ids must not repeat (each would be charged twice)")
-        check_bool(auto_save, "auto_save")
-        optional_bool(force_all, "force_all")
-        if concurrency is not None:
-            integer(concurrency, "concurrency", minimum=1)
-        if progress is not None and not callable(progress):
-            raise TypeError("progress must be callable")
-        if (journal is None) != (batch is None):
-            raise ValueError("give journal and batch together (batch names the run in the "
-                             "journal)")
-        parts = self._parts
-        recorder = NoJournal()
-        if journal is not None:
-            if not callable(getattr(journal, "open_batch", None)):
-                raise TypeError("journal must be a SQLiteJournal, a RedisJournal or another "
-                                "Journal")
-            recorder = BatchJournal(journal, check_batch_name(batch), parts.clock)
-        return FanOut(
-            id_list, resynthesize=self._resynthesize_call, get=self.get, save=self.save,
-            scheduler=parts.scheduler, journal=recorder,
-            clock=parts.clock, force_all=force_all, auto_save=auto_save,
-            timeout=optional_timeout(timeout),  # the batch starts its clock when iterated
-            concurrency=concurrency or parts.connection_limit, progress=progress,
-            batches=parts.batches,
-        )
-
