@@ -259,8 +259,8 @@ class StatusUpdate(_Decodable):
     @property
     def failed(self) -> bool:
         """True when the character ended ``failed``. ``watch()`` ends normally then,
-        without raising (``wait()`` raises :class:`SynthesisFailedError`), so a loop over
-        updates checks this to tell a failure from a success."""
+        without raising (unless given ``raise_on_failure=True``), so a loop over updates
+        checks this to tell a failure from a success."""
         return self.status == CharacterStatus.FAILED
 
 
