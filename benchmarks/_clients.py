@@ -117,6 +117,7 @@ async def _main(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
+    """Run one client for exactly --requests requests (what cachegrind counts)."""
     p = argparse.ArgumentParser()
     p.add_argument("client", choices=CLIENTS)
     p.add_argument("url")

@@ -21,6 +21,7 @@ def machine_facts() -> str:
 
 
 def load_average() -> str:
+    """The 1- and 5-minute load averages, for the results' header."""
     one, five, _ = os.getloadavg()
     return f"{one:.2f} (1 min), {five:.2f} (5 min)"
 
@@ -42,10 +43,12 @@ def record(path: str | None, key: str, value: float) -> None:
 
 
 def header(title: str) -> None:
+    """Print a section heading."""
     print(f"\n## {title}\n", flush=True)
 
 
 def prose(text: str) -> None:
+    """Print a paragraph, its source line breaks and indents folded."""
     print(" ".join(text.split()) + "\n", flush=True)
 
 
@@ -62,4 +65,5 @@ def markdown_table(rows: Sequence[Sequence[str]]) -> str:
 
 
 def table(rows: Sequence[Sequence[str]]) -> None:
+    """Print a Markdown table; the first row is the header."""
     print(markdown_table(rows), flush=True)

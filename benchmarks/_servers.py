@@ -62,6 +62,7 @@ class ServerProcess:
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def close(self) -> None:
+        """Stop the server process."""
         if self.proc.stdin is not None:
             self.proc.stdin.close()
         self.proc.terminate()
@@ -95,6 +96,7 @@ async def _commands(answer: dict[str, Any]) -> None:
 
 
 async def serve_fake(characters: int, status: str, log: bool) -> None:
+    """Serve the fake with ``characters`` seeded characters; answer ``gets``."""
     fake = _fake(synthesis_seconds=10**9)
     fake.keep_request_log = log
     async with fake:
@@ -151,6 +153,7 @@ class Replay(asyncio.Protocol):
 
 
 async def serve_replay(loop_name: str) -> None:
+    """Capture the fake's answer, then replay it to every request; answer ``served``."""
     Replay.response, key, cid = await capture()
     server = await asyncio.get_running_loop().create_server(Replay, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
@@ -161,6 +164,7 @@ async def serve_replay(loop_name: str) -> None:
 
 
 def main() -> None:
+    """Start the server named on the command line."""
     p = argparse.ArgumentParser()
     p.add_argument("kind", choices=["fake", "replay"])
     p.add_argument("--characters", type=int, default=1)

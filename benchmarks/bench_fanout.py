@@ -31,6 +31,7 @@ GET_CHARACTER = "GET /v1/characters/{character_id}"
 
 
 def bound(n: int) -> float:
+    """The makespan the ``characters_synthesize`` bucket imposes on ``n`` characters."""
     return max(0, n - 12) * 10.0 + SYNTHESIS
 
 
@@ -47,6 +48,7 @@ async def fake_with_characters(
 
 
 async def with_sdk(n: int, scale: float) -> dict[str, Any]:
+    """The SDK's way: ``resynthesize_many(ids, auto_save=True)``."""
     async with fake_with_characters(n, scale) as (clock, fake, ids):
         async with aa.AurousSession(fake.api_key, base_url=fake.base_url, clock=clock) as s:
             start = clock.monotonic()
@@ -99,6 +101,7 @@ def served(fake: FakeAurousServer) -> dict[str, Any]:
 
 
 async def main() -> None:
+    """Run both clients at each size and print the table."""
     p = parser(__doc__)
     p.add_argument("--characters", type=int, nargs="+")
     # 500x keeps the loop (SDK and fake server share one core) well below saturation; at

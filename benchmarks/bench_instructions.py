@@ -67,6 +67,7 @@ def instructions(valgrind: str, info: dict[str, Any], client: str, requests: int
 
 
 def main() -> None:
+    """Count every client's instructions per request and print the table."""
     p = parser(__doc__)
     args = p.parse_args()
     n = 100 if args.quick else 1000

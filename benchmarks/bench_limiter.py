@@ -28,6 +28,7 @@ Acquire = Callable[[], Awaitable[None]]
 
 def ours(rate: float = RATE, burst: int = BURST) -> Acquire:
     # phase_sync off: nobody reports answers to this limiter (no server here).
+    """An acquire on our in-memory token bucket."""
     limiter = aa.InMemoryRateLimiter(
         aa.RateLimits(characters_synthesize=aa.RateLimit(rate, 1.0, burst)), phase_sync=False
     )
@@ -36,6 +37,7 @@ def ours(rate: float = RATE, burst: int = BURST) -> Acquire:
 
 def theirs(rate: float = RATE, burst: int = BURST) -> Acquire:
     # aiolimiter is a leaky bucket: `burst` tokens per `burst / rate` seconds.
+    """An acquire on aiolimiter's leaky bucket of the same shape."""
     limiter = AsyncLimiter(burst, burst / rate)
     return lambda: limiter.acquire()
 
@@ -44,6 +46,7 @@ LIMITERS = (("aurous-async", ours), ("aiolimiter", theirs))
 
 
 async def admissions(acquire: Acquire, n: int) -> list[float]:
+    """Seconds from the start at which each of ``n`` concurrent acquires got in."""
     stamps: list[float] = []
 
     async def one() -> None:
@@ -68,6 +71,7 @@ def worst_window(stamps: list[float], window: float) -> float:
 
 
 async def accuracy(n: int) -> list[tuple[str, ...]]:
+    """The admission-accuracy table for ``n`` concurrent acquires."""
     rows: list[tuple[str, ...]] = [
         ("limiter", "admitted / allowed, worst 50 ms window", "worst 250 ms window",
          "makespan / ideal")]
@@ -137,6 +141,7 @@ async def waiters(make: Callable[..., Acquire], n: int, rate: float) -> tuple[st
 
 
 async def main() -> None:
+    """Run the three comparisons and print their tables."""
     args = parser(__doc__).parse_args()
     header("Rate limiter: aurous-async vs aiolimiter")
     n = 100 if args.quick else 400

@@ -69,6 +69,7 @@ async def interleaved(info: dict[str, Any], clients: list[str], concurrencies: l
 
 def ratio_rows(samples: dict[tuple[int, str], list[Sample]], clients: list[str],
                concurrencies: list[int]) -> list[tuple[str, ...]]:
+    """One row per concurrency and client: ratios to raw aiohttp, then absolutes."""
     rows: list[tuple[str, ...]] = [(
         "concurrency", "client", "req/s ÷ raw aiohttp, median", "best ÷ best",
         "CPU/req ÷ raw aiohttp, median", "req/s, median", "req/s, best",
@@ -88,6 +89,7 @@ def ratio_rows(samples: dict[tuple[int, str], list[Sample]], clients: list[str],
 
 
 def main() -> None:
+    """Run the client-bound and end-to-end comparisons and print their tables."""
     p = parser(__doc__)
     p.add_argument("--rounds", type=int)
     p.add_argument("--seconds", type=float, default=0.6, help="per client and round")

@@ -33,6 +33,7 @@ BUSY = aa.PollPolicy(interval=1.0, max_interval=1.0, learn=False)
 
 
 def rss_kib() -> int:
+    """This process's resident set size in KiB."""
     with open("/proc/self/status") as status:
         for line in status:
             if line.startswith("VmRSS:"):
@@ -112,6 +113,7 @@ async def polling(server: ServerProcess, ids: list[str], seconds: float) -> tupl
 
 
 def main() -> None:
+    """Measure each size and print the table."""
     p = parser(__doc__)
     p.add_argument("--watchers", type=int, nargs="+")
     args = p.parse_args()

@@ -89,6 +89,7 @@ def code_measured() -> str:
 
 
 def run(script: str, quick: bool, figures: str) -> str:
+    """One benchmark's Markdown, or a section saying how it failed."""
     args = [sys.executable, str(HERE / script), "--figures", figures, *(["--quick"] * quick)]
     try:
         result = subprocess.run(args, capture_output=True, text=True, cwd=HERE, check=False,
@@ -113,6 +114,7 @@ def targets(figures: dict[str, float]) -> str:
 
 
 def main() -> None:
+    """Run every benchmark and write the results."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="small sizes, ~2 min, not written")
     p.add_argument("--output", help="where to write (default: RESULTS.md, or nowhere if "
