@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import math
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
@@ -29,7 +30,6 @@ from ._clock import Clock
 from ._context import deadline_scope, notify_on_token
 from ._errors import (
     AurousError,
-    DeadlineExceededError,
     IdempotencyKeyInUseError,
     InsufficientCreditsError,
     NotFoundError,
@@ -40,9 +40,9 @@ from ._errors import (
 from ._journal import JournalError
 from ._models import BatchResult, Character, CharacterStatus
 from ._polling import PollScheduler
-from ._watch import is_transient, watch_character
+from ._watch import flow_error, is_transient, watch_character
 
-__all__ = ["BatchProgress", "FanOut", "flow_error"]
+__all__ = ["BatchProgress", "FanOut"]
 
 #: Without a batch timeout, an outage is waited out this long before ids are failed.
 OUTAGE_BUDGET = 600.0
@@ -135,12 +135,14 @@ class _Run:
         progress: Callable[[BatchProgress], None] | None,
         batches: set[Callable[[], None]],
         journal: NoJournal,
+        min_time_left: float,
     ) -> None:
         self._ids = list(ids)
         self._resynthesize = resynthesize
         self._get = get
         self._save = save
         self._journal = journal
+        self._min_time_left = min_time_left
         self._plans: dict[str, Plan] = {}
         self._scheduler = scheduler
         self._clock = clock
@@ -256,6 +258,9 @@ class _Run:
             if self._stop is not None:
                 self._slots.release()
                 break
+            if self._too_late():
+                self._slots.release()
+                break
             character_id = self._queue.popleft()
             has_token: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             task = self._spawn(self._follow(character_id, has_token), "resynthesize_many call")
@@ -266,6 +271,17 @@ class _Run:
         self._dispatcher = None
         if self._stop is not None:
             self._fail_unsent(self._stop)
+
+    def _too_late(self) -> bool:
+        """Whether the batch's time left cannot cover a typical synthesis: then nothing
+        more is sent (and charged) only to time out."""
+        left = math.inf if self._deadline is None else self._deadline - self._clock.monotonic()
+        if left >= self._min_time_left:
+            return False
+        self._stop = self._stop or WatchTimeoutError(
+            f"not sent (not charged): {left:.0f}s left of the batch's timeout cannot cover "
+            f"a typical synthesis of {self._min_time_left:.0f}s")
+        return True
 
     def _fail_unsent(self, error: AurousError) -> None:
         while self._queue:
@@ -432,13 +448,3 @@ class _Run:
         for character_id in [c for c in self._ids if c in self._unfinished]:
             self._finish(BatchResult(character_id=character_id, error=error))
         self._closed = True
-
-
-def flow_error(error: AurousError) -> AurousError:
-    """What a flow reports: a deadline passed below it is the flow's WatchTimeoutError."""
-    if isinstance(error, DeadlineExceededError) and not isinstance(error, WatchTimeoutError):
-        converted = WatchTimeoutError(str(error))
-        converted.idempotency_key = error.idempotency_key
-        converted.may_have_been_processed = error.may_have_been_processed
-        return converted
-    return error

@@ -23,7 +23,7 @@ from ._errors import (
 from ._models import Character, CharacterStatus, StatusUpdate
 from ._polling import PollScheduler, _Subscription, is_transient
 
-__all__ = ["BackgroundSaves", "is_transient", "watch_character"]
+__all__ = ["BackgroundSaves", "flow_error", "is_transient", "watch_character"]
 
 logger = logging.getLogger("aurous_async")
 
@@ -166,3 +166,13 @@ class BackgroundSaves:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def flow_error(error: AurousError) -> AurousError:
+    """What a flow reports: a deadline passed below it is the flow's WatchTimeoutError."""
+    if isinstance(error, DeadlineExceededError) and not isinstance(error, WatchTimeoutError):
+        converted = WatchTimeoutError(str(error))
+        converted.idempotency_key = error.idempotency_key
+        converted.may_have_been_processed = error.may_have_been_processed
+        return converted
+    return error

@@ -77,6 +77,7 @@ async def test_the_batch_as_a_context_manager_cancels_everything_on_exit(
             async for _ in batch:
                 break
         assert sdk_tasks() == [] or all("poll scheduler" in t.get_name() for t in sdk_tasks())
+        await asyncio.sleep(0.02)  # a POST cancelled on the wire may still land
         sent = len(ffake.requests_to(RESYNTH))
         await asyncio.sleep(0.2)
         assert len(ffake.requests_to(RESYNTH)) == sent

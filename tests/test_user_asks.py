@@ -124,3 +124,15 @@ async def _first(updates: AsyncIterator[aa.StatusUpdate]) -> aa.StatusUpdate:
 async def _collect(updates: AsyncIterator[aa.StatusUpdate], into: list[aa.StatusUpdate]) -> None:
     async for update in updates:
         into.append(update)
+
+
+async def test_a_batch_sends_nothing_it_cannot_finish_in_time(
+    fake: FakeAurousServer, s: aa.AurousSession
+) -> None:
+    ids = [fake.add_character() for _ in range(3)]
+    results = [r async for r in s.characters.resynthesize_many(ids, timeout=20)]
+    assert fake.ledger == [] and fake.requests_to(RESYNTH) == []
+    assert all(isinstance(r.error, aa.WatchTimeoutError) and "not charged" in str(r.error)
+               for r in results)
+    done = [r async for r in s.characters.resynthesize_many(ids, timeout=20, min_time_left=0)]
+    assert len(fake.ledger) == 3 and len(done) == 3

@@ -11,7 +11,7 @@ from .._batch_journal import BatchJournal, NoJournal
 from .._clock import Clock
 from .._context import deadline_scope
 from .._errors import AurousError, WatchTimeoutError
-from .._fanout import BatchProgress, FanOut, flow_error
+from .._fanout import BatchProgress, FanOut
 from .._journal import check_batch_name
 from .._journal_batch import Journal
 from .._models import Character, StatusUpdate
@@ -25,7 +25,7 @@ from .._validate import (
     path_id,
     validate_idempotency_key,
 )
-from .._watch import raise_if_failed, watch_character
+from .._watch import flow_error, raise_if_failed, watch_character
 
 __all__ = ["TYPICAL_SYNTHESIS", "CharacterFlows"]
 
@@ -214,6 +214,7 @@ class CharacterFlows:
         progress: Callable[[BatchProgress], None] | None = None,
         journal: Journal | None = None,
         batch: str | None = None,
+        min_time_left: float | None = None,
     ) -> FanOut:
         """Resynthesize many characters and yield a :class:`BatchResult` for each as it
         completes.
@@ -230,6 +231,10 @@ class CharacterFlows:
         async context manager to also cancel the calls and polls in flight on exit.
         ``progress`` is called with a :class:`BatchProgress` on every change (an
         exception it raises ends the batch and reaches you).
+
+        Near the end of ``timeout``, no POST is sent whose synthesis could not finish in
+        the time left (see ``min_time_left`` in :meth:`resynthesize_and_watch`): those ids
+        come back with a :class:`WatchTimeoutError` saying they were not charged.
 
         With a ``journal`` (:class:`SQLiteJournal`, :class:`RedisJournal`) and a ``batch``
         name, the run is exactly-once across restarts: running the same call again
@@ -257,6 +262,8 @@ class CharacterFlows:
         if (journal is None) != (batch is None):
             raise ValueError("give journal and batch together (batch names the run in the "
                              "journal)")
+        margin = None if min_time_left is None else number(min_time_left, "min_time_left",
+                                                            minimum=0)
         parts = self._parts
         recorder = NoJournal()
         if journal is not None:
@@ -271,6 +278,8 @@ class CharacterFlows:
             timeout=optional_timeout(timeout),  # the batch starts its clock when iterated
             concurrency=concurrency or parts.connection_limit, progress=progress,
             batches=parts.batches,
+            min_time_left=margin if margin is not None
+            else parts.scheduler.estimate.value or TYPICAL_SYNTHESIS,
         )
 
 
