@@ -36,6 +36,7 @@ from ._journal import BatchInUseError, JournalError, LeaseLostError
 from ._journal_batch import Journal
 from ._journal_redis import RedisJournal
 from ._journal_sqlite import SQLiteJournal
+from ._logging import setup_logging_from_env
 from ._models import (
     Balance,
     BatchResult,
@@ -60,6 +61,7 @@ from ._ratelimit import (
 from ._redis import RateLimiterUnavailableError, RedisRateLimiter
 from ._session import AurousSession
 from ._version import __version__
+from .resources._raw import RawResponse
 from .webhooks import (
     DeletedWebhookEndpoint,
     EventType,
@@ -108,6 +110,7 @@ __all__ = [
     "RateLimiter",
     "RateLimiterUnavailableError",
     "RateLimits",
+    "RawResponse",
     "RedisJournal",
     "RedisRateLimiter",
     "Ref",
@@ -128,3 +131,6 @@ __all__ = [
     "__version__",
     "webhooks",
 ]
+
+# AUROUS_LOG=debug|info|warning switches the SDK's logger on (as OPENAI_LOG does).
+setup_logging_from_env()

@@ -26,6 +26,8 @@ class ApiCall:
     params: Mapping[str, str] | None = None
     json: Any = None
     idempotency_key: str | None = None
+    #: Extra request headers for this call (checked by :func:`check_headers`).
+    headers: Mapping[str, str] | None = None
     #: For a paid POST: a free read that returns the answer the POST would have given
     #: once its effect is visible (``None`` while it cannot tell). Used when a retry finds
     #: the first attempt still running, so waiting for it costs no paid tokens.

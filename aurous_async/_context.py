@@ -13,14 +13,26 @@ from __future__ import annotations
 import contextlib
 import contextvars
 from collections.abc import Callable, Iterator
+from typing import Any
 
-__all__ = ["current_deadline", "deadline_scope", "notify_on_token", "take_token_callback"]
+__all__ = [
+    "capture_responses",
+    "captured",
+    "current_deadline",
+    "deadline_scope",
+    "notify_on_token",
+    "take_token_callback",
+]
 
 _DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar(
     "aurous_deadline", default=None
 )
 _ON_TOKEN: contextvars.ContextVar[Callable[[], None] | None] = contextvars.ContextVar(
     "aurous_on_token", default=None
+)
+# ``with_raw_response`` collects the answers of the calls it wraps here.
+_CAPTURE: contextvars.ContextVar[list[Any] | None] = contextvars.ContextVar(
+    "aurous_capture", default=None
 )
 
 
@@ -53,3 +65,19 @@ def take_token_callback() -> Callable[[], None] | None:
     if callback is not None:
         _ON_TOKEN.set(None)
     return callback
+
+
+@contextlib.contextmanager
+def capture_responses() -> Iterator[list[Any]]:
+    """Collect every successful answer of the calls made inside (in order)."""
+    sink: list[Any] = []
+    token = _CAPTURE.set(sink)
+    try:
+        yield sink
+    finally:
+        _CAPTURE.reset(token)
+
+
+def captured() -> list[Any] | None:
+    """Where the transport should record answers now (``None``: nowhere)."""
+    return _CAPTURE.get()

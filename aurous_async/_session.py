@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import copy
 import functools
+from collections.abc import Mapping
 from types import TracebackType
 
 import aiohttp
+import attrs
 
 from ._clock import SYSTEM_CLOCK, Clock
-from ._config import build_config
+from ._config import Config, build_config
 from ._errors import SessionClosedError
 from ._http import DEFAULT_MAX_RESPONSE_BYTES, HttpClient
 from ._models import Balance
@@ -17,8 +20,9 @@ from ._polling import PollPolicy, PollScheduler
 from ._ratelimit import RateLimiter, RateLimits, adapt_limiter, shared_limiter
 from ._redact import key_hint
 from ._transport import ApiCall, Transport
-from ._validate import integer
+from ._validate import check_headers, integer
 from ._watch import BackgroundSaves
+from .resources._raw import WithRawResponse
 from .resources.characters import (
     Characters,
     get_character,
@@ -56,16 +60,20 @@ class AurousSession:
         *,
         base_url: str | None = None,
         aurous_version: str | None = None,
-        timeout: float = 60.0,
-        max_retries: int = 3,
+        timeout: float | None = None,
+        max_retries: int | None = None,
         rate_limits: RateLimits | RateLimiter | None = RateLimits(),  # noqa: B008 - frozen
         poll: PollPolicy = PollPolicy(),  # noqa: B008 - frozen value
         http_session: aiohttp.ClientSession | None = None,
         clock: Clock | None = None,
         connection_limit: int = DEFAULT_CONNECTION_LIMIT,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        default_headers: Mapping[str, str] | None = None,
+        allow_insecure_http: bool = False,
     ) -> None:
-        self._config = build_config(api_key, base_url, aurous_version, timeout, max_retries)
+        self._config = build_config(api_key, base_url, aurous_version, timeout, max_retries,
+                                    allow_insecure_http=allow_insecure_http)
+        headers = check_headers(default_headers, "default_headers")
         if not isinstance(poll, PollPolicy):
             raise TypeError("poll must be a PollPolicy")
         if http_session is not None and not isinstance(http_session, aiohttp.ClientSession):
@@ -81,10 +89,13 @@ class AurousSession:
         elif rate_limits is not None:
             limiter = adapt_limiter(rate_limits)
         self._closed = False
+        self._owner = True  # a with_options() view shares its parent's parts, owns none
+        self._default_headers = headers
         # Knowing whether a request went out only matters for giving tokens back.
         http = HttpClient(connection_limit=connection_limit, traced=limiter is not None,
                           session=http_session, max_response_bytes=max_response_bytes)
-        transport = Transport(self._config, clock=self.clock, limiter=limiter, http=http)
+        transport = Transport(self._config, clock=self.clock, limiter=limiter, http=http,
+                              default_headers=headers)
         scheduler = PollScheduler(functools.partial(get_character, transport), poll, self.clock,
                                   max_in_flight=min(32, connection_limit))
         saves = BackgroundSaves(scheduler, functools.partial(save_character, transport),
@@ -95,6 +106,52 @@ class AurousSession:
         )
         self.characters = Characters(self._parts)
         self.webhook_endpoints = WebhookEndpoints(transport)
+        #: ``balance`` answering a :class:`RawResponse` (see ``characters.with_raw_response``).
+        self.with_raw_response = WithRawResponse(self, frozenset({"balance"}))
+
+    def with_options(
+        self,
+        *,
+        timeout: float | None = None,
+        max_retries: int | None = None,
+        default_headers: Mapping[str, str] | None = None,
+    ) -> AurousSession:
+        """A view of this session with other settings for the calls made through it. It
+        shares the connection pool, the rate limiter and the poll scheduler (polls keep
+        this session's settings), and closing it closes nothing: close this session.
+
+        ::
+
+            patient = s.with_options(timeout=300, max_retries=8)
+            hero = await patient.characters.get(character_id)
+        """
+        view = copy.copy(self)
+        view._rebind(self._config.with_options(timeout=timeout, max_retries=max_retries),
+                     {**(self._default_headers or {}),
+                      **(check_headers(default_headers, "default_headers") or {})})
+        return view
+
+    def _rebind(self, config: Config, headers: dict[str, str]) -> None:
+        """Make this copy a view: its own settings over its parent's parts."""
+        self._owner = False
+        self._config, self._default_headers = config, headers
+        parts = self._parts
+        transport = Transport(config, clock=self.clock, limiter=parts.limiter,
+                              http=parts.http, default_headers=headers)
+        self._parts = attrs.evolve(parts, transport=transport)
+        self.characters = Characters(self._parts)
+        self.webhook_endpoints = WebhookEndpoints(transport)
+        self.with_raw_response = WithRawResponse(self, frozenset({"balance"}))
+
+    @property
+    def timeout(self) -> float:
+        """Seconds per attempt of each call (``timeout=``, ``$AUROUS_TIMEOUT`` or 60)."""
+        return self._config.timeout
+
+    @property
+    def max_retries(self) -> int:
+        """Retries of each call (``max_retries=``, ``$AUROUS_MAX_RETRIES`` or 3)."""
+        return self._config.max_retries
 
     @property
     def base_url(self) -> str:
@@ -153,6 +210,8 @@ class AurousSession:
         if self._closed:
             return
         self._closed = True
+        if not self._owner:
+            return  # a view: its parent owns the parts
         parts = self._parts
         parts.transport.close()
         for stop in list(parts.batches):

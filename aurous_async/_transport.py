@@ -37,7 +37,7 @@ from yarl import URL
 from ._calls import ApiCall, ApiResponse
 from ._clock import Clock
 from ._config import Config
-from ._context import current_deadline, take_token_callback
+from ._context import captured, current_deadline, take_token_callback
 from ._errors import (
     APIConnectionError,
     APIStatusError,
@@ -79,12 +79,15 @@ class Transport:
         clock: Clock,
         limiter: RateLimiter | None,
         http: HttpClient,
+        default_headers: Mapping[str, str] | None = None,
     ) -> None:
         self._config = config
         self._clock = clock
         self._limiter = limiter
         self._http = http
+        # The caller's defaults first, so the SDK's own headers (the key) always win.
         self._headers = {
+            **(default_headers or {}),
             "X-Api-Key": config.api_key,
             "User-Agent": config.user_agent,
             "Accept": "application/json",
@@ -116,11 +119,15 @@ class Transport:
         if call.method == "POST" and call.idempotency_key is None:
             call = attrs.evolve(call, idempotency_key=str(uuid.uuid4()))
         try:
-            return await self._request(call, _Progress())
+            response = await self._request(call, _Progress())
         except AurousError as error:
             if call.method == "POST":
                 _label_paid_error(error, call)
             raise
+        sink = captured()
+        if sink is not None:
+            sink.append(response)
+        return response
 
     async def _request(self, call: ApiCall, progress: _Progress) -> ApiResponse:
         config, clock = self._config, self._clock
@@ -268,8 +275,8 @@ class Transport:
             timeout = min(timeout, left)
         headers = self._headers
         body: bytes | None = None
-        if call.idempotency_key is not None or call.json is not None:
-            headers = dict(headers)
+        if call.idempotency_key is not None or call.json is not None or call.headers:
+            headers = {**call.headers, **headers} if call.headers else dict(headers)
             if call.idempotency_key is not None:
                 headers["Idempotency-Key"] = call.idempotency_key
             if call.json is not None:

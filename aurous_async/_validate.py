@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from urllib.parse import quote
 
 __all__ = [
     "check_bool",
+    "check_headers",
     "integer",
     "number",
     "optional_bool",
@@ -107,3 +109,28 @@ def path_id(value: object, name: str = "character_id") -> str:
     if value in (".", "..") or not value.isprintable() or value != value.strip():
         raise ValueError(f"{name} is not a valid id: {value[:40]!r}")
     return quote(value, safe="")
+
+
+#: Headers the SDK owns: a caller's headers may never replace them.
+_RESERVED_HEADERS = frozenset({"x-api-key", "authorization", "idempotency-key", "aurous-version",
+                               "content-type", "content-length", "host"})
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,256}")
+
+
+def check_headers(headers: object, name: str = "extra_headers") -> dict[str, str] | None:
+    """A caller's extra headers: str names and values, no CR/LF, none the SDK owns (the
+    API key header above all). ``None`` stays ``None``."""
+    if headers is None:
+        return None
+    if not isinstance(headers, Mapping):
+        raise TypeError(f"{name} must be a mapping of str to str")
+    checked: dict[str, str] = {}
+    for key, value in headers.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise TypeError(f"{name} must map str to str")
+        if not _HEADER_NAME.fullmatch(key) or any(c in value for c in "\r\n\0"):
+            raise ValueError(f"{name} has an invalid header: {key[:40]!r}")
+        if key.lower() in _RESERVED_HEADERS:
+            raise ValueError(f"{name} cannot set {key}: the SDK sets it")
+        checked[key] = value
+    return checked

@@ -136,3 +136,90 @@ async def test_a_batch_sends_nothing_it_cannot_finish_in_time(
                for r in results)
     done = [r async for r in s.characters.resynthesize_many(ids, timeout=20, min_time_left=0)]
     assert len(fake.ledger) == 3 and len(done) == 3
+
+
+# -- 3. per-call options ---------------------------------------------------------------------
+
+
+async def test_with_options_is_a_view_sharing_pool_limiter_and_scheduler(
+    fake: FakeAurousServer, s: aa.AurousSession
+) -> None:
+    view = s.with_options(timeout=5, max_retries=0, default_headers={"X-Trace": "t1"})
+    assert (view.timeout, view.max_retries) == (5.0, 0)
+    assert (s.timeout, s.max_retries) == (3600.0, 3)  # the parent is unchanged
+    assert view.rate_limiter is s.rate_limiter
+    assert view._parts.scheduler is s._parts.scheduler and view._parts.http is s._parts.http
+    cid = fake.add_character()
+    assert (await view.characters.get(cid)).id == cid
+    assert fake.requests[-1].headers.get("X-Trace") == "t1"
+    await view.aclose()  # closes nothing of the parent's
+    assert (await s.characters.get(cid)).id == cid
+    with pytest.raises(ValueError, match="timeout"):
+        s.with_options(timeout=-1)
+
+
+def test_timeout_and_retries_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    key = "al_test_" + "e" * 32
+    monkeypatch.setenv("AUROUS_TIMEOUT", "7")
+    monkeypatch.setenv("AUROUS_MAX_RETRIES", "1")
+    s = aa.AurousSession(key)
+    assert (s.timeout, s.max_retries) == (7.0, 1)
+    assert aa.AurousSession(key, timeout=60, max_retries=3).timeout == 60.0
+    monkeypatch.setenv("AUROUS_TIMEOUT", "soon")
+    with pytest.raises(aa.ConfigurationError, match="AUROUS_TIMEOUT"):
+        aa.AurousSession(key)
+
+
+# -- 4. raw responses ---------------------------------------------------------------------------
+
+
+async def test_raw_responses_carry_status_headers_and_the_parsed_model(
+    fake: FakeAurousServer, s: aa.AurousSession
+) -> None:
+    cid = fake.add_character()
+    raw = await s.characters.with_raw_response.get(cid)
+    assert raw.status == 200 and raw.request_id and raw.request_id.startswith("req_")
+    assert "X-RateLimit-Remaining" in raw.headers
+    assert raw.parse().id == cid
+    first = await s.characters.with_raw_response.resynthesize(cid, idempotency_key="k-1")
+    again = await s.characters.with_raw_response.resynthesize(cid, idempotency_key="k-1")
+    assert first.headers.get("Aurous-Idempotent-Replayed") != "true"
+    assert again.headers.get("Aurous-Idempotent-Replayed") == "true"
+    assert (await s.with_raw_response.balance()).parse().available_credits >= 0
+    with pytest.raises(AttributeError, match="no raw response"):
+        s.characters.with_raw_response.watch  # noqa: B018 - a flow, not one call
+
+
+# -- 6. headers ------------------------------------------------------------------------------
+
+
+async def test_extra_headers_are_sent_but_never_replace_the_key(
+    fake: FakeAurousServer, s: aa.AurousSession
+) -> None:
+    cid = fake.add_character()
+    await s.characters.get(cid, extra_headers={"X-Request-Source": "bot"})
+    assert fake.requests[-1].headers.get("X-Request-Source") == "bot"
+    for bad in ({"X-Api-Key": "stolen"}, {"x-api-key": "stolen"}, {"Idempotency-Key": "k"},
+                {"X-Ok": "a\r\nX-Api-Key: b"}):
+        with pytest.raises(ValueError, match="extra_headers"):
+            await s.characters.get(cid, extra_headers=bad)
+    with pytest.raises(ValueError, match=r"(?i)x-api-key"):
+        aa.AurousSession("al_test_" + "h" * 32, default_headers={"X-API-KEY": "other"})
+    assert all(r.headers.get("X-Api-Key") == fake.api_key for r in fake.requests)
+
+
+def test_aurous_log_switches_the_logger_on() -> None:
+    import os
+    import subprocess
+    import sys
+
+    code = ("import logging, aurous_async; "
+            "logging.getLogger('aurous_async').debug('hello al_live_abcdefghijkl')")
+    env = {**os.environ, "AUROUS_LOG": "debug"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                          text=True, timeout=60, check=True)
+    assert "hello" in done.stderr and "abcdefghijkl" not in done.stderr
+    quiet = subprocess.run([sys.executable, "-c", code],
+                           env={k: v for k, v in env.items() if k != "AUROUS_LOG"},
+                           capture_output=True, text=True, timeout=60, check=True)
+    assert "hello" not in quiet.stderr

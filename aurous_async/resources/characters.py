@@ -18,6 +18,7 @@ from .._parts import SessionParts
 from .._transport import ApiCall, ApiResponse, Transport
 from .._validate import (
     check_bool,
+    check_headers,
     integer,
     optional_bool,
     path_id,
@@ -25,34 +26,45 @@ from .._validate import (
 )
 from ._flows import CharacterFlows
 from ._params import attributes_json, character_name
+from ._raw import WithRawResponse
 from .uploads import Uploads
 
 __all__ = ["Characters", "get_character", "save_character"]
+
+_ENDPOINTS = frozenset({"get", "create", "update", "save", "delete", "resynthesize",
+                        "regenerate_ref"})
 
 #: How far the server's clock may be behind ours when we read ``updated_at`` (seconds).
 _CLOCK_SKEW = 5.0
 
 
-async def get_character(transport: Transport, character_id: str) -> Character:
+async def get_character(transport: Transport, character_id: str,
+                        headers: Mapping[str, str] | None = None) -> Character:
     """``GET /v1/characters/{id}``: what ``characters.get`` and the poll scheduler send."""
     response = await transport.request(ApiCall(
         method="GET", path=f"/v1/characters/{path_id(character_id)}", bucket="characters_get",
+        headers=headers,
     ))
     return response.into(Character)
 
 
-async def save_character(transport: Transport, character_id: str) -> Character:
+async def save_character(transport: Transport, character_id: str,
+                         headers: Mapping[str, str] | None = None) -> Character:
     """``POST /v1/characters/{id}/save`` (free): what ``characters.save`` and the session's
     background saves send."""
     response = await transport.request(ApiCall(
         method="POST", path=f"/v1/characters/{path_id(character_id)}/save",
-        bucket="characters_post",
+        bucket="characters_post", headers=headers,
     ))
     return response.into(Character)
 
 
 class Characters(CharacterFlows):
     """``session.characters``: create, read, change and resynthesize characters.
+
+    Every endpoint method takes ``extra_headers=`` (added to that request; the SDK's own
+    headers, the API key above all, cannot be replaced), and ``with_raw_response`` has
+    each of them answer with the HTTP status and headers too.
 
     ::
 
@@ -66,16 +78,21 @@ class Characters(CharacterFlows):
         self._parts = parts
         self._transport = parts.transport
         self.uploads = Uploads(parts)
+        #: The endpoint methods, answering :class:`RawResponse` (status, headers, …).
+        self.with_raw_response = WithRawResponse(self, _ENDPOINTS)
 
     async def _call(self, call: ApiCall) -> Character:
         return (await self._transport.request(call)).into(Character)
 
-    async def get(self, character_id: str) -> Character:
+    async def get(self, character_id: str, *,
+                  extra_headers: Mapping[str, str] | None = None) -> Character:
         """The character now. Raises :class:`NotFoundError` for unknown, deleted or other
         teams' ids."""
-        return await get_character(self._transport, character_id)
+        return await get_character(self._transport, character_id,
+                                   check_headers(extra_headers))
 
-    async def list(self, *, limit: int | None = None) -> AsyncIterator[Character]:
+    async def list(self, *, limit: int | None = None,
+                   extra_headers: Mapping[str, str] | None = None) -> AsyncIterator[Character]:
         """Every character of the team, newest first, following ``next_cursor`` page by
         page; ``limit`` (1–100) is the page size sent to the API.
 
@@ -86,6 +103,7 @@ class Characters(CharacterFlows):
         """
         if limit is not None and not 1 <= integer(limit, "limit", minimum=1) <= 100:
             raise ValueError(f"limit must be between 1 and 100, got {limit}")
+        headers = check_headers(extra_headers)
         cursor: str | None = None
         seen_cursors: set[str] = set()
         while True:
@@ -96,6 +114,7 @@ class Characters(CharacterFlows):
                 params["starting_after"] = cursor
             response = await self._transport.request(ApiCall(
                 method="GET", path="/v1/characters", bucket="characters_get", params=params,
+                headers=headers,
             ))
             page = response.data
             if not isinstance(page, dict) or not isinstance(page.get("data"), list):
@@ -122,6 +141,7 @@ class Characters(CharacterFlows):
         generate: bool = False,
         upload_ids: Sequence[str] | None = None,
         idempotency_key: str | None = None,
+        extra_headers: Mapping[str, str] | None = None,
     ) -> Character:
         """Create a character, by synthesis (``generate=True`` with ``attributes``; paid,
         4 generations) or from uploads (``upload_ids`` of 1–6 ``upl_`` ids; ``ready`` at
@@ -157,6 +177,7 @@ class Characters(CharacterFlows):
             method="POST", path="/v1/characters",
             bucket="characters_synthesize" if generate else "characters_post",
             json=body, idempotency_key=validate_idempotency_key(idempotency_key),
+            headers=check_headers(extra_headers),
         ))
 
     async def update(
@@ -165,6 +186,7 @@ class Characters(CharacterFlows):
         *,
         name: str | None = None,
         attributes: CharacterAttributes | Mapping[str, Any] | None = None,
+        extra_headers: Mapping[str, str] | None = None,
     ) -> Character:
         """Change ``name`` and/or ``attributes``; attributes are replaced whole."""
         path = f"/v1/characters/{path_id(character_id)}"
@@ -176,18 +198,21 @@ class Characters(CharacterFlows):
         if not body:
             raise ValueError("give name and/or attributes to update")
         return await self._call(ApiCall(method="PATCH", path=path, bucket="characters_post",
-                                        json=body))
+                                        json=body, headers=check_headers(extra_headers)))
 
-    async def save(self, character_id: str) -> Character:
+    async def save(self, character_id: str, *,
+                   extra_headers: Mapping[str, str] | None = None) -> Character:
         """Accept a ``reviewing`` character: it becomes ``ready`` (free; a no-op when
         already ``ready``)."""
-        return await save_character(self._transport, character_id)
+        return await save_character(self._transport, character_id,
+                                    check_headers(extra_headers))
 
-    async def delete(self, character_id: str) -> DeletedCharacter:
+    async def delete(self, character_id: str, *,
+                     extra_headers: Mapping[str, str] | None = None) -> DeletedCharacter:
         """Delete a character (hard while ``reviewing``, soft otherwise); never refunds."""
         response = await self._transport.request(ApiCall(
             method="DELETE", path=f"/v1/characters/{path_id(character_id)}",
-            bucket="characters_post",
+            bucket="characters_post", headers=check_headers(extra_headers),
         ))
         return response.into(DeletedCharacter)
 
@@ -197,6 +222,7 @@ class Characters(CharacterFlows):
         *,
         force_all: bool | None = None,
         idempotency_key: str | None = None,
+        extra_headers: Mapping[str, str] | None = None,
     ) -> Character:
         """Re-run synthesis of every pose (paid: 4 generations). The answer is the
         character in ``synthesizing``; follow it with :meth:`watch` or use
@@ -206,11 +232,13 @@ class Characters(CharacterFlows):
         return await self._resynthesize_call(
             character_id, force_all=force_all,
             idempotency_key=validate_idempotency_key(idempotency_key),
+            headers=check_headers(extra_headers),
         )
 
     async def _resynthesize_call(
         self, character_id: str, *, force_all: bool | None, idempotency_key: str | None,
         before_send: Callable[[], Awaitable[None]] | None = None, resumed: bool = False,
+        headers: Mapping[str, str] | None = None,
     ) -> Character:
         """The resynthesize POST, with the fan-out's journal hooks (see ``ApiCall``)."""
         body: dict[str, Any] = {} if force_all is None else {"force_all": force_all}
@@ -218,7 +246,7 @@ class Characters(CharacterFlows):
             method="POST", path=f"/v1/characters/{path_id(character_id)}/resynthesize",
             bucket="characters_synthesize", json=body, idempotency_key=idempotency_key,
             confirm=self._synthesis_started(character_id), before_send=before_send,
-            resumed=resumed,
+            resumed=resumed, headers=headers,
         ))
 
     def _synthesis_started(self, character_id: str) -> Callable[[], Awaitable[ApiResponse | None]]:
@@ -245,6 +273,7 @@ class Characters(CharacterFlows):
         *,
         prompt_override: str | None = None,
         idempotency_key: str | None = None,
+        extra_headers: Mapping[str, str] | None = None,
     ) -> Character:
         """Re-run synthesis of one pose (paid: 1 generation)."""
         path = f"/v1/characters/{path_id(character_id)}/refs/regenerate"
@@ -261,5 +290,5 @@ class Characters(CharacterFlows):
         return await self._call(ApiCall(
             method="POST", path=path, bucket="characters_synthesize", json=body,
             idempotency_key=validate_idempotency_key(idempotency_key),
-            confirm=self._synthesis_started(character_id),
+            confirm=self._synthesis_started(character_id), headers=check_headers(extra_headers),
         ))
