@@ -121,11 +121,14 @@ def main() -> None:
                                     "--quick)")
     args = p.parse_args()
     started, load_before = time.perf_counter(), load_average()
-    parts = []
+    parts: list[str] = []
+    timings: list[str] = []
     with tempfile.NamedTemporaryFile("r", suffix=".jsonl") as figures_file:
         for script in BENCHMARKS:
             print(f"running {script}…", file=sys.stderr, flush=True)
+            began = time.perf_counter()
             parts.append(run(script, args.quick, figures_file.name))
+            timings.append(f"{script} {(time.perf_counter() - began) / 60:.1f}")
         figures = {f["key"]: f["value"] for f in map(json.loads, figures_file)}
     minutes = (time.perf_counter() - started) / 60
     head = [
@@ -141,7 +144,8 @@ def main() -> None:
     ]
     closing = ["## Issue 15 targets", "",
                "Each target of issue 15: its figure when the issue was filed (before any "
-               "of its work), and in this run.", "", targets(figures)]
+               "of its work), and in this run.", "", targets(figures),
+               f"Minutes per benchmark: {', '.join(timings)}."]
     text = scrub("\n".join(head) + "\n" + "\n".join(parts) + "\n" + "\n".join(closing))
     output = args.output or (None if args.quick else str(HERE / "RESULTS.md"))
     if output:
