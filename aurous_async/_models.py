@@ -246,7 +246,9 @@ class StatusUpdate(_Decodable):
 
     ``previous_status`` is ``None`` on the first update; ``terminal`` is true on the last;
     ``polls`` counts the GETs observed so far for this watch and ``elapsed`` the seconds
-    since it began.
+    since it began. A ``queued`` update (``resynthesize_and_watch(queued=True)``) comes
+    before the paid call is sent: its ``estimated_wait`` says how long the call waits for
+    its rate-limit token (``None`` when the limiter cannot tell).
     """
 
     character: Character
@@ -255,6 +257,12 @@ class StatusUpdate(_Decodable):
     terminal: bool
     polls: int
     elapsed: float
+    estimated_wait: float | None = None
+
+    @property
+    def queued(self) -> bool:
+        """True for the update sent before the paid call, while it waits for its turn."""
+        return self.status == "queued"
 
     @property
     def failed(self) -> bool:

@@ -30,6 +30,7 @@ __all__ = [
     "RateLimiter",
     "RateLimits",
     "adapt_limiter",
+    "estimated_wait",
     "shared_limiter",
 ]
 
@@ -151,6 +152,19 @@ def adapt_limiter(limiter: object) -> RateLimiter:
     if callable(getattr(limiter, "acquire", None)) and callable(getattr(limiter, "observe", None)):
         return _WithoutRelease(limiter)
     raise TypeError("rate_limits must be a RateLimits, a RateLimiter or None")
+
+
+def estimated_wait(limiter: RateLimiter | None, bucket: str) -> float | None:
+    """Seconds a call of ``bucket`` made now would wait for its token: 0 with pacing off,
+    ``None`` when the limiter cannot tell (it has no ``estimated_wait``)."""
+    if limiter is None:
+        return 0.0
+    inner = limiter.limiter if isinstance(limiter, _WithoutRelease) else limiter
+    estimate = getattr(inner, "estimated_wait", None)
+    if estimate is None:
+        return None
+    value = estimate(bucket)
+    return float(value) if isinstance(value, (int, float)) else None
 
 
 class InMemoryRateLimiter:

@@ -17,7 +17,13 @@ from ._http import DEFAULT_MAX_RESPONSE_BYTES, HttpClient
 from ._models import Balance
 from ._parts import SessionParts
 from ._polling import PollPolicy, PollScheduler
-from ._ratelimit import RateLimiter, RateLimits, adapt_limiter, shared_limiter
+from ._ratelimit import (
+    RateLimiter,
+    RateLimits,
+    adapt_limiter,
+    estimated_wait,
+    shared_limiter,
+)
 from ._redact import key_hint
 from ._transport import ApiCall, Transport
 from ._validate import check_headers, integer
@@ -161,6 +167,17 @@ class AurousSession:
     def rate_limiter(self) -> RateLimiter | None:
         """The limiter in use (``None`` when pacing is off)."""
         return self._parts.limiter
+
+    def estimated_wait(self, bucket: str = "characters_synthesize") -> float | None:
+        """Seconds a call of ``bucket`` made now would wait for its rate-limit token (0
+        when one is there or pacing is off; ``None`` when the limiter cannot tell), so
+        a queued caller can say so.
+
+        ::
+
+            wait = s.estimated_wait("characters_synthesize")
+        """
+        return estimated_wait(self._parts.limiter, bucket)
 
     @property
     def polls_sent(self) -> int:

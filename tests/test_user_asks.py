@@ -223,3 +223,28 @@ def test_aurous_log_switches_the_logger_on() -> None:
                            env={k: v for k, v in env.items() if k != "AUROUS_LOG"},
                            capture_output=True, text=True, timeout=60, check=True)
     assert "hello" not in quiet.stderr
+
+
+# -- 7. a queued caller can say so ---------------------------------------------------------------
+
+
+async def test_a_queued_update_comes_first_before_the_paid_call() -> None:
+    """Defect guarded: a streaming endpoint waited minutes for its first byte while its
+    call was queued for a rate-limit token."""
+    clock = ScaledClock(50)  # a token every 10 API s = 0.2 real s
+    async with FakeAurousServer(clock=clock, synthesis_seconds=30) as fake, \
+            fake.session(timeout=3600) as s:
+        ids = [fake.add_character() for _ in range(13)]
+        assert s.estimated_wait("characters_synthesize") == 0.0
+        await asyncio.gather(*(s.characters.resynthesize(cid) for cid in ids[:12]))  # burst
+        wait = s.estimated_wait("characters_synthesize")
+        assert wait is not None and wait > 5  # 6/min: the next token is seconds away
+        updates = s.characters.resynthesize_and_watch(ids[12], queued=True)
+        first = await updates.__anext__()
+        assert first.queued and first.status == "queued" and first.previous_status is None
+        assert first.estimated_wait is not None and first.estimated_wait > 5
+        assert len(fake.requests_to(RESYNTH)) == 12  # the paid call is not out yet
+        second = await updates.__anext__()
+        assert second.status is S.SYNTHESIZING and not second.queued
+        await updates.aclose()
+        assert len(fake.ledger) == 13

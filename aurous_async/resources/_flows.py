@@ -14,8 +14,9 @@ from .._errors import AurousError, WatchTimeoutError
 from .._fanout import BatchProgress, FanOut
 from .._journal import check_batch_name
 from .._journal_batch import Journal
-from .._models import Character, StatusUpdate
+from .._models import Character, CharacterStatus, StatusUpdate
 from .._parts import SessionParts
+from .._ratelimit import estimated_wait
 from .._validate import (
     check_bool,
     integer,
@@ -122,6 +123,7 @@ class CharacterFlows:
         raise_on_failure: bool = False,
         min_time_left: float | None = None,
         join: bool = True,
+        queued: bool = False,
     ) -> AsyncIterator[StatusUpdate]:
         """:meth:`resynthesize`, then :meth:`watch` — the first update is the
         ``synthesizing`` state the POST returned. ``timeout`` bounds both.
@@ -134,6 +136,9 @@ class CharacterFlows:
           flight, follow that one instead of paying for another (``join=False`` sends
           one call per request, as :meth:`resynthesize` does).
         * ``raise_on_failure``: as in :meth:`watch`.
+        * ``queued``: first yield a ``queued`` update at once, with the estimated wait for
+          the rate-limit token, before the paid call is sent — so a streaming endpoint can
+          send its first byte immediately.
 
         ::
 
@@ -144,13 +149,14 @@ class CharacterFlows:
         check_bool(auto_save, "auto_save")
         check_bool(raise_on_failure, "raise_on_failure")
         check_bool(join, "join")
+        check_bool(queued, "queued")
         optional_bool(force_all, "force_all")
         validate_idempotency_key(idempotency_key)
         margin = None if min_time_left is None else number(min_time_left, "min_time_left",
                                                             minimum=0)
         updates = self._resynthesize_and_watch(
             character_id, force_all, auto_save, self._deadline(timeout), idempotency_key,
-            margin, join,
+            margin, join, queued,
         )
         return _raising_on_failure(updates) if raise_on_failure else updates
 
@@ -163,7 +169,14 @@ class CharacterFlows:
         idempotency_key: str | None,
         min_time_left: float | None,
         join: bool,
+        queued: bool,
     ) -> AsyncIterator[StatusUpdate]:
+        if queued:
+            yield StatusUpdate(
+                character=Character(id=character_id, status=CharacterStatus("queued")),
+                status=CharacterStatus("queued"), previous_status=None, terminal=False,
+                polls=0, elapsed=0.0,
+                estimated_wait=estimated_wait(self._parts.limiter, "characters_synthesize"))
         inflight = self._parts.inflight
         shared = inflight.get(character_id) if join else None
         owner = shared is None
