@@ -3,7 +3,9 @@
 The command records what it observes through the public API (a POST sent, its answer,
 each status seen); whatever ends the run (success, an error, a timeout, Ctrl-C), the
 summary says which characters were charged, which were never sent, which may have been
-charged without an answer, and which are left unsaved.
+charged without an answer, and which are left unsaved. A run of a journaled batch also
+tells apart what earlier runs of the batch did: ids they charged (this run only follows
+them) and ids they finished (read from the journal, nothing sent).
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ class _Fate(enum.Enum):
     CHARGED = "charged"
     NOT_CHARGED = "not charged"
     MAYBE_CHARGED = "maybe charged"
+    CHARGED_EARLIER = "charged earlier"  # by an earlier run of the batch: followed now
+    FROM_JOURNAL = "from the journal"  # finished by an earlier run: nothing sent now
 
 
 @attrs.frozen
@@ -32,8 +36,13 @@ class ChargeSummary:
 
     ``charged``: the POST was answered 2xx. ``not_charged``: answered with an error.
     ``not_sent``: no POST went out. ``maybe_charged``: a POST went out and no answer
-    says what happened. ``unsaved``: charged and last seen ``reviewing``.
+    says what happened. ``unsaved``: charged (now or earlier) and last seen ``reviewing``.
     ``synthesizing``: charged and last seen before a final state.
+
+    With a journal: ``charged_earlier``, charged by an earlier run of the batch and only
+    followed (GETs) by this one; ``from_journal``, finished by an earlier run, their
+    outcome read from the journal and nothing sent. Neither was charged by this run.
+    ``journaled`` words the hints for a run that a re-run resumes.
     """
 
     charged: tuple[str, ...] = ()
@@ -42,19 +51,34 @@ class ChargeSummary:
     maybe_charged: tuple[str, ...] = ()
     unsaved: tuple[str, ...] = ()
     synthesizing: tuple[str, ...] = ()
+    charged_earlier: tuple[str, ...] = ()
+    from_journal: tuple[str, ...] = ()
+    journaled: bool = False
 
     def to_json(self) -> dict[str, list[str]]:
-        """Every field as a list of ids (empty lists included)."""
-        return {name: list(ids) for name, ids in attrs.asdict(self).items()}
+        """Every list of ids by its field name (empty lists included)."""
+        return {name: list(ids) for name, ids in attrs.asdict(self).items()
+                if isinstance(ids, tuple)}
+
+    @property
+    def resumable(self) -> bool:
+        """Whether ids were left that a re-run of a journaled batch would still send."""
+        return bool(self.not_sent or self.maybe_charged)
 
     def lines(self) -> list[str]:
         """The summary for people: always the charged line, then the others that apply."""
         lines = [f"charged ({len(self.charged)}): {' '.join(self.charged)}".rstrip()]
+        maybe = ("sent without an answer: resuming sends them again under the same "
+                 "Idempotency-Key, so each is charged once at most") if self.journaled \
+            else "sent without an answer: check them before sending again"
         hints = (
+            ("charged earlier", self.charged_earlier,
+             "by an earlier run of the batch; followed now, not charged again"),
+            ("from the journal", self.from_journal,
+             "finished by an earlier run of the batch; nothing sent now"),
             ("not charged", self.not_charged, "the API refused them"),
             ("not sent", self.not_sent, "no request went out"),
-            ("maybe charged", self.maybe_charged,
-             "sent without an answer: check them before sending again"),
+            ("maybe charged", self.maybe_charged, maybe),
             ("left unsaved", self.unsaved, "reviewing: accept with `aurous-async save ID`"),
             ("still synthesizing", self.synthesizing,
              "not saved yet: `aurous-async watch ID --auto-save` finishes them"),
@@ -74,7 +98,8 @@ class ChargeSummary:
 class ChargeLedger:
     """The fate of each character of one run, updated as the run observes it."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, journaled: bool = False) -> None:
+        self.journaled = journaled
         self._fate: dict[str, _Fate] = {}
         self._status: dict[str, CharacterStatus] = {}
 
@@ -87,6 +112,19 @@ class ChargeLedger:
         for character_id in ids:
             self._fate.setdefault(character_id, _Fate.NOT_SENT)
 
+    def charged_before(self, character_id: str) -> None:
+        """An earlier run of the batch had its POST answered 2xx: this run only follows
+        it, so whatever is seen of it, the charge is that run's."""
+        self._fate[character_id] = _Fate.CHARGED_EARLIER
+
+    def finished_before(self, character_id: str,
+                        status: CharacterStatus | str | None) -> None:
+        """Its outcome was read from the journal (an earlier run finished it; ``status``
+        is its last status, if recorded): nothing was sent for it now."""
+        self._fate[character_id] = _Fate.FROM_JOURNAL
+        if status is not None:
+            self._status[character_id] = CharacterStatus(status)
+
     def sending(self, character_id: str) -> None:
         """Its POST may go out from now on."""
         self._fate[character_id] = _Fate.SENDING
@@ -97,8 +135,10 @@ class ChargeLedger:
 
     def seen(self, character_id: str, status: CharacterStatus | str) -> None:
         """The character was seen in ``status`` after its POST: that POST was answered
-        2xx (only a charged character is followed), so it is charged."""
-        self._fate[character_id] = _Fate.CHARGED
+        2xx (only a charged character is followed), so it is charged — by this run,
+        unless an earlier run of the batch sent it (:meth:`charged_before`)."""
+        if self._fate.get(character_id) is not _Fate.CHARGED_EARLIER:
+            self._fate[character_id] = _Fate.CHARGED
         self._status[character_id] = CharacterStatus(status)
 
     def failed(self, character_id: str, error: AurousError) -> None:
@@ -116,13 +156,18 @@ class ChargeLedger:
         def having(*fates: _Fate) -> tuple[str, ...]:
             return tuple(cid for cid, fate in self._fate.items() if fate in fates)
 
-        charged = having(_Fate.CHARGED)
+        # Charged by any run, and last seen where the user still has something to do.
+        last = {cid: self._status[cid] for cid in having(
+            _Fate.CHARGED, _Fate.CHARGED_EARLIER, _Fate.FROM_JOURNAL) if cid in self._status}
         return ChargeSummary(
-            charged=charged,
+            charged=having(_Fate.CHARGED),
             not_charged=having(_Fate.NOT_CHARGED),
             not_sent=having(_Fate.NOT_SENT),
             maybe_charged=having(_Fate.SENDING, _Fate.MAYBE_CHARGED),
-            unsaved=tuple(cid for cid in charged
-                          if self._status[cid] == CharacterStatus.REVIEWING),
-            synthesizing=tuple(cid for cid in charged if not self._status[cid].is_terminal),
+            unsaved=tuple(cid for cid, status in last.items()
+                          if status == CharacterStatus.REVIEWING),
+            synthesizing=tuple(cid for cid, status in last.items() if not status.is_terminal),
+            charged_earlier=having(_Fate.CHARGED_EARLIER),
+            from_journal=having(_Fate.FROM_JOURNAL),
+            journaled=self.journaled,
         )

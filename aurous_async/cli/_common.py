@@ -5,13 +5,18 @@ from __future__ import annotations
 import argparse
 import os
 
+import aurous_async
+
 from .. import (
     APITimeoutError,
+    AurousError,
     AurousSession,
     ConfigurationError,
+    JournalError,
     SynthesisFailedError,
     WatchTimeoutError,
 )
+from .._batch_journal import RecordedError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_API, EXIT_TIMEOUT = 0, 1, 2, 3, 4
 EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 130, 141
@@ -47,12 +52,26 @@ def error_line(error: BaseException | None) -> str:
     return f"{type(error).__name__}: {error}"
 
 
+def describe_error(error: BaseException) -> str:
+    """:func:`error_line`, except for an outcome read from a journal, whose message
+    already starts with the class of the original error."""
+    return str(error) if isinstance(error, RecordedError) else error_line(error)
+
+
 def exit_code(error: BaseException) -> int:
-    """The exit code an error ends the command line with."""
-    if isinstance(error, (WatchTimeoutError, APITimeoutError)):
+    """The exit code an error ends the command line with. An outcome read from a
+    journal ends it as the original error did."""
+    kind: type[BaseException] = type(error)
+    if isinstance(error, RecordedError):
+        name = error.error_class or ""
+        original = getattr(aurous_async, name) if name in aurous_async.__all__ else None
+        if isinstance(original, type) and issubclass(original, AurousError):
+            kind = original
+    if issubclass(kind, (WatchTimeoutError, APITimeoutError)):
         return EXIT_TIMEOUT
-    if isinstance(error, (ConfigurationError, UsageError, ValueError, TypeError)):
+    if issubclass(kind, (ConfigurationError, UsageError, ValueError, TypeError,
+                         JournalError)):
         return EXIT_USAGE
-    if isinstance(error, SynthesisFailedError):
+    if issubclass(kind, SynthesisFailedError):
         return EXIT_FAILED
     return EXIT_API

@@ -16,6 +16,7 @@ from .. import AurousError, Character, CharacterStatus, Clock, StatusUpdate, __v
 from ..testing.__main__ import add_arguments as fake_server_arguments
 from ..testing.__main__ import serve as serve_fake
 from . import _output
+from ._batch import show as show_batch
 from ._charges import ChargeLedger
 from ._common import (
     EXIT_BROKEN_PIPE,
@@ -28,6 +29,7 @@ from ._common import (
     exit_code,
     open_session,
 )
+from ._journaled import resume_command
 from ._resynthesize import resynthesize
 
 
@@ -103,7 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "one and the first error stops the run; with it they fan out, and one "
                     "character's failure stops only that one (a 402 stops the sending). "
                     "Every run ends with what was charged, what was not sent and what is "
-                    "left unsaved (on stderr with --json).",
+                    "left unsaved (on stderr with --json). With --journal the run is a "
+                    "batch recorded in a file: running the same command again (or the one "
+                    "printed when it stops) resumes it and charges no character twice.",
     )
     which = p.add_argument_group("which characters")
     which.add_argument("ids", nargs="*", metavar="ID", help="character ids")
@@ -117,6 +121,31 @@ def build_parser() -> argparse.ArgumentParser:
                      help="save each when it reaches reviewing (implies --watch)")
     how.add_argument("--timeout", type=_seconds, default=None, metavar="S",
                      help="give up after S seconds")
+    durable = p.add_argument_group("a batch that survives restarts")
+    durable.add_argument("--journal", metavar="PATH",
+                         help="record the run in this SQLite file (made if missing); implies "
+                              "--watch. Re-running resumes: finished ids are read from it, "
+                              "charged ones only followed, none charged twice. Without ids, "
+                              "the batch's own ids are resumed")
+    durable.add_argument("--batch", metavar="NAME",
+                         help="the batch's name in the journal (default: the --ids-file "
+                              "name without its extension; required for ids given as "
+                              "arguments or on stdin, or for none)")
+
+    p = sub.add_parser("batch", help="inspect the batches of a journal (no API call)")
+    batch_sub = p.add_subparsers(dest="batch_command", required=True, metavar="COMMAND")
+    p = batch_sub.add_parser(
+        "show", help="each id's outcome and the count per state",
+        description="Show a batch of a --journal file without its lease (safe while it "
+                    "runs): a line of counts per state, then each id (state, status, "
+                    "charged yes/no/maybe, error). --json: one object per id, then a "
+                    'summary object {"batch", "journal", "total", "counts"}. Without '
+                    "--batch a journal with one batch shows it; with several, their "
+                    "names are listed and the command exits 2.",
+    )
+    p.add_argument("path", metavar="PATH", help="the journal file")
+    p.add_argument("--batch", metavar="NAME", help="the batch to show")
+    p.add_argument("--json", action="store_true", help="one JSON object per line on stdout")
 
     p = sub.add_parser("demo", parents=[logs],
                        help="see the SDK fan out on the embedded fake server")
@@ -247,11 +276,16 @@ def _silence_stdout() -> None:
 
 
 def _run_resynthesize(args: argparse.Namespace) -> int:
-    ledger = ChargeLedger()
+    ledger = ChargeLedger(journaled=args.journal is not None)
     code = _guarded(lambda: asyncio.run(resynthesize(args, ledger)))
     if not ledger:
         return code  # stopped before it knew its ids: nothing can have been sent
     summary = ledger.summary()
+    # A stopped journaled batch says how to go on: last on a terminal, but before the
+    # JSON summary, which stays the last line of stderr with --json.
+    resume = (f"resume with: {resume_command(args)}"
+              if args.journal is not None and (code == EXIT_INTERRUPTED or summary.resumable)
+              else None)
     if not args.json and code != EXIT_BROKEN_PIPE:
 
         def on_stdout() -> int:
@@ -259,16 +293,22 @@ def _run_resynthesize(args: argparse.Namespace) -> int:
             return code
 
         code = _guarded(on_stdout)
+    if resume is not None and args.json:
+        print(resume, file=sys.stderr, flush=True)
     if args.json or code == EXIT_BROKEN_PIPE:
         # Stdout is for the JSON objects alone, or its reader is gone: charges are never
         # hidden, so the summary goes to stderr.
         summary.write(sys.stderr, as_json=args.json)
+    if resume is not None and not args.json:
+        print(resume, file=sys.stderr, flush=True)
     return code
 
 
 def _run(args: argparse.Namespace) -> int:
     if args.command == "resynthesize":
         return _run_resynthesize(args)
+    if args.command == "batch":
+        return _guarded(lambda: asyncio.run(show_batch(args)))
     if args.command == "demo":
         from ._demo import demo
 

@@ -1,16 +1,23 @@
 """``aurous-async resynthesize``: paid calls, each one accounted for in a
-:class:`ChargeLedger` whatever ends the run."""
+:class:`ChargeLedger` whatever ends the run (a journaled batch: see ``_journaled``)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 
 from .. import AurousError, AurousSession, BatchProgress, BatchResult, CharacterStatus
-from . import _output
+from . import _journaled, _output
 from ._charges import ChargeLedger
-from ._common import EXIT_FAILED, EXIT_OK, UsageError, error_line, exit_code, open_session
+from ._common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    UsageError,
+    describe_error,
+    exit_code,
+    open_session,
+)
 
 # BatchProgress states that are not a character status.
 _BATCH_STATES = frozenset({"dispatched", "done", "failed"})
@@ -19,11 +26,11 @@ _BATCH_STATES = frozenset({"dispatched", "done", "failed"})
 def read_ids(args: argparse.Namespace) -> list[str]:
     """The ids from the command line, then those of ``--ids-file`` (one per line; blank
     lines and ``#`` comments skipped; ``-`` is stdin). Each id once: a repeat would be
-    charged twice."""
+    charged twice. None at all is allowed with ``--journal`` (the batch's own ids)."""
     ids = list(args.ids)
     if args.ids_file is not None:
         ids.extend(_ids_in(args.ids_file))
-    if not ids:
+    if not ids and args.journal is None:
         raise UsageError("no character ids: give them as arguments or with --ids-file")
     seen: set[str] = set()
     for character_id in ids:
@@ -49,10 +56,19 @@ def _ids_in(path: str) -> Iterable[str]:
 
 
 async def resynthesize(args: argparse.Namespace, ledger: ChargeLedger) -> int:
-    """Run the command, recording every charge in ``ledger``; returns the exit code."""
+    """Run the command, recording every charge in ``ledger``; returns the exit code.
+
+    With ``--journal`` it sets ``args.batch`` to the batch it runs (for the resume
+    command), before anything is sent."""
+    if args.journal is not None:
+        args.batch = _journaled.batch_name(args)
+    elif args.batch is not None:
+        raise UsageError("--batch names a run recorded in a journal: give --journal PATH too")
     ids = read_ids(args)
-    ledger.expect(ids)
     force_all = True if args.force_all else None
+    if args.journal is not None:
+        return await _journaled_run(args, ids, force_all, ledger)
+    ledger.expect(ids)
     # Saving means following the character to `reviewing`: --auto-save implies --watch.
     watch = args.watch or args.auto_save
     async with open_session(args) as s:
@@ -107,8 +123,9 @@ async def _follow_one(s: AurousSession, args: argparse.Namespace, character_id: 
     return EXIT_FAILED if last == CharacterStatus.FAILED else EXIT_OK
 
 
-async def _fan_out(s: AurousSession, args: argparse.Namespace, ids: list[str],
-                   force_all: bool | None, ledger: ChargeLedger) -> int:
+def _progress(ledger: ChargeLedger) -> Callable[[BatchProgress], None]:
+    """A fan-out's progress callback that records what it says in ``ledger``."""
+
     def progress(p: BatchProgress) -> None:
         if p.character_id is None or p.state is None:
             return
@@ -117,11 +134,36 @@ async def _fan_out(s: AurousSession, args: argparse.Namespace, ids: list[str],
         elif p.state not in _BATCH_STATES:
             ledger.seen(p.character_id, p.state)
 
-    worst = EXIT_OK
-    async for result in s.characters.resynthesize_many(
+    return progress
+
+
+async def _fan_out(s: AurousSession, args: argparse.Namespace, ids: list[str],
+                   force_all: bool | None, ledger: ChargeLedger) -> int:
+    return await _show_results(args, ledger, s.characters.resynthesize_many(
         ids, force_all=force_all, auto_save=args.auto_save, timeout=args.timeout,
-        progress=progress,
-    ):
+        progress=_progress(ledger),
+    ))
+
+
+async def _journaled_run(args: argparse.Namespace, ids: list[str], force_all: bool | None,
+                         ledger: ChargeLedger) -> int:
+    """The batch through ``resynthesize_many(journal=...)``, which always watches: the
+    journal implies ``--watch`` (the fan-out path), whatever the number of ids."""
+    async with open_session(args) as s, _journaled.open_journal(args) as journal:
+        if not ids:
+            ids = await _journaled.journal_ids(journal, args)
+        ledger.expect(ids)
+        return await _show_results(args, ledger, _journaled.results(
+            s, journal, args, ids, ledger, _progress(ledger), force_all=force_all,
+            auto_save=args.auto_save, timeout=args.timeout,
+        ))
+
+
+async def _show_results(args: argparse.Namespace, ledger: ChargeLedger,
+                        results: AsyncIterator[BatchResult]) -> int:
+    """Record and print each result; the exit code of the worst."""
+    worst = EXIT_OK
+    async for result in results:
         _record(ledger, result)
         _print_result(args, result)
         if result.error is not None:
@@ -130,6 +172,11 @@ async def _fan_out(s: AurousSession, args: argparse.Namespace, ids: list[str],
 
 
 def _record(ledger: ChargeLedger, result: BatchResult) -> None:
+    if result.from_journal:
+        # Finished by an earlier run of the batch: no request now, no charge now.
+        status = result.character.status if result.character is not None else None
+        ledger.finished_before(result.character_id, status)
+        return
     if result.character is not None:
         # Only an answered POST gives a batch result its character.
         ledger.seen(result.character_id, result.character.status)
@@ -143,10 +190,14 @@ def _print_result(args: argparse.Namespace, result: BatchResult) -> None:
             "character_id": result.character_id,
             "ok": result.ok,
             "character": _output.to_json(result.character) if result.character else None,
-            "error": error_line(result.error) if result.error else None,
+            "error": describe_error(result.error) if result.error else None,
+            "from_journal": result.from_journal,
         })
-    elif result.ok:
+        return
+    origin = "  (from the journal)" if result.from_journal else ""
+    if result.error is None:
         status = result.character.status.value if result.character else "?"
-        print(f"{result.character_id}  {status}", flush=True)
+        print(f"{result.character_id}  {status}{origin}", flush=True)
     else:
-        print(f"{result.character_id}  error: {error_line(result.error)}", flush=True)
+        print(f"{result.character_id}  error: {describe_error(result.error)}{origin}",
+              flush=True)
