@@ -248,3 +248,40 @@ async def test_a_queued_update_comes_first_before_the_paid_call() -> None:
         assert second.status is S.SYNTHESIZING and not second.queued
         await updates.aclose()
         assert len(fake.ledger) == 13
+
+
+# -- 6. proxies --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bypassed", [False, True])
+async def test_proxy_variables_are_honoured_read_once(
+    monkeypatch: pytest.MonkeyPatch, bypassed: bool
+) -> None:
+    """HTTP_PROXY reaches sessions the SDK creates (NO_PROXY bypasses it), without
+    aiohttp's per-request environment and .netrc lookups."""
+    from aiohttp import web
+
+    from .conftest import serve_app
+
+    seen: list[str] = []
+
+    async def proxy(request: web.Request) -> web.Response:
+        seen.append(str(request.url))
+        return web.json_response({"id": "char_1", "status": "ready", "name": "via proxy"})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", proxy)
+    async with serve_app(app) as proxy_url:
+        for name in ("HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("HTTP_PROXY", proxy_url)
+        if bypassed:
+            monkeypatch.setenv("NO_PROXY", "127.0.0.9")
+        async with aa.AurousSession("al_test_" + "x" * 32, base_url="http://127.0.0.9:9",
+                                    rate_limits=None, max_retries=0, timeout=5) as s:
+            if bypassed:
+                with pytest.raises(aa.APIConnectionError):
+                    await s.characters.get("char_1")
+            else:
+                assert (await s.characters.get("char_1")).name == "via proxy"
+    assert seen == ([] if bypassed else ["http://127.0.0.9:9/v1/characters/char_1"])
