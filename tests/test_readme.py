@@ -25,7 +25,8 @@ def examples(kind: str) -> list[str]:
 
 
 def test_the_readme_has_its_examples() -> None:
-    assert sorted({k for k, _ in EXAMPLES}) == ["pytest", "redis", "script", "web"]
+    assert sorted({k for k, _ in EXAMPLES}) == ["fastapi", "journal", "pytest", "redis",
+                                                "script", "web"]
     assert len(examples("script")) == 3
 
 
@@ -82,3 +83,25 @@ def test_redis_example_runs(fake: FakeAurousServer, redis_url: str) -> None:
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "synthesizing"
+
+
+def test_fastapi_example_passes_with_the_fixture(pytester: pytest.Pytester) -> None:
+    """The FastAPI app returns models as JSON and streams queued-then-each-status, tested
+    with the fake_aurous fixture as its README says."""
+    pytester.makepyfile(test_fastapi_example=examples("fastapi")[0])
+    result = pytester.runpytest_subprocess("-p", "asyncio", "-q")
+    result.assert_outcomes(passed=2)
+
+
+def test_journal_example_resumes_from_the_journal(fake: FakeAurousServer,
+                                                  tmp_path: Path) -> None:
+    ids = [fake.add_character() for _ in range(3)]
+    env = env_for(fake, CHARACTER_IDS=",".join(ids), JOURNAL=str(tmp_path / "refresh.db"))
+    runs = [subprocess.run([sys.executable, "-c", examples("journal")[0]], env=env,
+                           capture_output=True, text=True, timeout=120) for _ in range(2)]
+    assert all(run.returncode == 0 for run in runs), [run.stderr for run in runs]
+    first, second = (run.stdout.splitlines() for run in runs)
+    assert len(first) == len(second) == 3
+    assert not any("(journal)" in line for line in first)
+    assert all(line.endswith("(journal)") for line in second)
+    assert len(fake.ledger) == 3  # the second run charged nothing
