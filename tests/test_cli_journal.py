@@ -216,7 +216,7 @@ def test_plain_output_shows_the_earlier_runs_apart(cli: Cli, server: FakeAurousS
     assert f"{interrupted.done}  ready  (from the journal)" in lines
     assert f"charged (1): {interrupted.sending}" in lines
     assert any(line.startswith(f"charged earlier (2): {' '.join(interrupted.sent)}  [")
-               for line in lines)
+               and "not charged again" in line for line in lines)
     assert any(line.startswith(f"from the journal (1): {interrupted.done}  [")
                for line in lines)
 

@@ -115,7 +115,8 @@ def test_timeout_exits_4_and_says_what_is_still_running(cli: Cli,
     """Guards: a watch timeout not exiting 4 in one error line, or its charge hidden."""
     server.synthesis_seconds = 10**6
     cid = server.add_character()
-    result = cli("resynthesize", cid, "--watch", "--timeout", "30")
+    # Longer than a typical synthesis: a shorter timeout sends nothing (not charged).
+    result = cli("resynthesize", cid, "--watch", "--timeout", "120")
     assert result.code == 4, (result.out, result.err)
     result.error_line(r"WatchTimeoutError")
     assert any(line.startswith(f"still synthesizing (1): {cid}")
