@@ -60,6 +60,7 @@ class TokenState:
         self.lag = 0.0  # the longest recent round trip, in clock seconds
         self.cold = observed  # nothing heard from the server about this bucket yet
         self.probing = False  # the cold-start call is out
+        self.waiting = 0  # callers queued, in every loop: none may be overtaken
         self._queues: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopQueue] = (
             weakref.WeakKeyDictionary()
         )
@@ -96,6 +97,15 @@ class TokenState:
         return True
 
     # -- public, locking -----------------------------------------------------------------
+
+    def take_if_free(self, now: float) -> bool:
+        """The uncontended path: a token when one is there and nobody (in any loop)
+        queues for it — no future, no timer, no loop lookup."""
+        with self.lock:
+            if self.waiting:
+                return False
+            self._refill(now)
+            return self._try_take(now)
 
     def tokens_at(self, now: float) -> float:
         with self.lock:
@@ -216,13 +226,14 @@ class LoopQueue:
                 return
             # Our turn comes once everyone queued before us, and we, have a token.
             eta = state._ready_at(now, self.live_waiters + 1)
-        if deadline is not None and eta > deadline:
-            raise DeadlineExceededError(
-                f"a rate-limit wait of {eta - now:.1f}s would pass the deadline"
-            )
+            if deadline is not None and eta > deadline:
+                raise DeadlineExceededError(
+                    f"a rate-limit wait of {eta - now:.1f}s would pass the deadline"
+                )
+            self.live_waiters += 1
+            state.waiting += 1
         future: asyncio.Future[None] = self.loop.create_future()
         self.waiters.append(future)
-        self.live_waiters += 1
         self._arm(now)
         try:
             await future
@@ -232,7 +243,9 @@ class LoopQueue:
                 state.release(self.clock.monotonic())
             else:
                 future.cancel()
-                self.live_waiters -= 1
+                with state.lock:
+                    self.live_waiters -= 1
+                    state.waiting -= 1
                 self.wake()
             raise
 
@@ -251,6 +264,7 @@ class LoopQueue:
                     break
                 self.waiters.popleft()
                 self.live_waiters -= 1
+                self.state.waiting -= 1
                 handed.append(future)
         for future in handed:
             future.set_result(None)

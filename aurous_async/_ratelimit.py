@@ -214,7 +214,9 @@ class InMemoryRateLimiter:
 
     async def acquire(self, bucket: str, *, deadline: float | None = None) -> None:
         """Wait for one token of ``bucket`` (FIFO)."""
-        await self._state(bucket).queue(self.clock).acquire(deadline)
+        state = self._states.get(bucket) or self._state(bucket)
+        if not state.take_if_free(self.clock.monotonic()):
+            await state.queue(self.clock).acquire(deadline)
 
     def observe(self, bucket: str, feedback: RateLimitFeedback) -> None:
         """Fold what the server said about ``bucket`` into our count."""

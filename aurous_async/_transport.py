@@ -26,7 +26,7 @@ import logging
 import math
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
@@ -326,7 +326,7 @@ class Transport:
         self, status: int, headers: CIMultiDictProxy[str], raw: bytes, request_id: str | None
     ) -> ApiResponse:
         try:
-            data = json.loads(raw) if raw else None
+            data = _loads(raw) if raw else None
         except (ValueError, RecursionError):
             data = _INVALID
         if data is _INVALID:
@@ -413,6 +413,14 @@ def _uncancel(task: asyncio.Task[Any]) -> bool:
 
 
 _NO_HEADERS: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict())
+
+_loads: Callable[[bytes], Any]
+try:  # the `speed` extra: orjson decodes about three times faster (same results)
+    from orjson import loads as _orjson_loads
+except ImportError:  # pragma: no cover - depends on what is installed
+    _loads = json.loads
+else:
+    _loads = _orjson_loads
 _INVALID = object()
 
 
