@@ -64,7 +64,8 @@ class _OpenStrEnum(str, enum.Enum):
     @property
     def is_known(self) -> bool:
         """Whether this value is one of the documented ones."""
-        return self._name_ in type(self).__members__
+        # By identity: an unknown "READY" has the name of the known "ready".
+        return type(self).__members__.get(self._name_) is self
 
     def __str__(self) -> str:
         return str(self.value)

@@ -285,3 +285,11 @@ async def test_proxy_variables_are_honoured_read_once(
             else:
                 assert (await s.characters.get("char_1")).name == "via proxy"
     assert seen == ([] if bypassed else ["http://127.0.0.9:9/v1/characters/char_1"])
+
+
+def test_an_unknown_value_shaped_like_a_known_name_is_not_known() -> None:
+    """Defect guarded: CharacterStatus("READY").is_known was True (its pseudo-member's
+    name matched the known member's) though it is not equal to READY."""
+    assert not aa.CharacterStatus("READY").is_known
+    assert aa.CharacterStatus("ready").is_known
+    assert not aa.EventType("IMAGE_COMPLETED").is_known
