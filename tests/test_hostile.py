@@ -9,6 +9,7 @@ import gzip
 import logging
 import pickle
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -287,3 +288,49 @@ def test_cloud_signatures_are_redacted_from_ticket_reprs(param: str) -> None:
     ticket = aa.UploadTicket(upload_id="upl_1",
                              upload_url=f"https://bucket.example/o?{param}=s3cr3t&x=1")
     assert "s3cr3t" not in repr(ticket) and "s3cr3t" not in str(ticket)
+
+
+# -- TLS: a certificate that does not verify is not retried -----------------------------------
+
+
+@pytest.fixture
+def self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    """A key and a self-signed certificate for localhost (made with openssl)."""
+    import shutil
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=localhost", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True, timeout=60)
+    return key, cert
+
+
+async def test_a_certificate_error_fails_at_once_with_a_clear_message(
+    self_signed: tuple[Path, Path],
+) -> None:
+    """Defect guarded (issue 17): a TLS certificate error was retried as if temporary."""
+    import ssl
+
+    key, cert = self_signed
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=context)
+    port = server.sockets[0].getsockname()[1]
+    clock = aa.FakeClock(auto_advance=True)
+    try:
+        async with aa.AurousSession(KEY, base_url=f"https://127.0.0.1:{port}",
+                                    rate_limits=None, max_retries=3, clock=clock) as s:
+            with pytest.raises(aa.APIConnectionError, match="certificate") as info:
+                await s.characters.get("char_1")
+    finally:
+        server.close()
+    assert info.value.transient is False
+    assert clock.sleeps == []  # no retry was waited for
+    assert KEY not in str(info.value)
