@@ -10,7 +10,6 @@ import contextlib
 import re
 import shlex
 import threading
-import time
 from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -26,6 +25,7 @@ from .test_cli_support import (  # noqa: F401 - the fixtures are used by name
     Result,
     cli_fixture,
     ctrl_c,
+    eventually,
     offline_fixture,
     polled,
     scaled_fixture,
@@ -49,15 +49,6 @@ def journal_states(path: Path, batch: str) -> dict[str, str]:
         return asyncio.run(read())
     except JournalError:
         return {}
-
-
-def eventually(condition: Callable[[], bool], what: str) -> None:
-    """Wait (30 s at most) for something the fake does in its own thread."""
-    for _ in range(3000):
-        if condition():
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"never happened: {what}")
 
 
 def resume_argv(result: Result) -> list[str]:
@@ -116,9 +107,13 @@ class Interrupted:
 
 
 @pytest.fixture(name="interrupted")
-def interrupted_fixture(cli: Cli, server: FakeAurousServer, tmp_path: Path) -> Interrupted:
-    """The interrupted batch, run with ``--json``."""
-    return Interrupted(cli, server, tmp_path)
+def interrupted_fixture(cli: Cli, server: FakeAurousServer,
+                        tmp_path: Path) -> Iterator[Interrupted]:
+    """The interrupted batch, run with ``--json``; its held POST is over before the fake
+    stops (a request still held then is a task left pending)."""
+    interrupted = Interrupted(cli, server, tmp_path)
+    yield interrupted
+    eventually(lambda: bool(server.charges_for(interrupted.sending)), "the held POST")
 
 
 def test_ctrl_c_exits_130_and_prints_the_command_that_resumes(interrupted: Interrupted) -> None:
@@ -339,7 +334,8 @@ def test_journal_usage_errors_exit_2_before_any_request(cli: Cli, server: FakeAu
                                                         tmp_path: Path) -> None:
     """Guards: a journaled run with no batch name, --batch without --journal, a file
     stem that is no batch name, an unknown batch to resume or an unusable journal path
-    sending a request, printing a traceback, or exiting other than 2."""
+    sending a request, printing a traceback or a resume command that would fail the
+    same way, or exiting other than 2."""
     cid = server.add_character()
     journal = str(tmp_path / "j.db")
     spaced = tmp_path / "my ids.txt"
@@ -356,7 +352,7 @@ def test_journal_usage_errors_exit_2_before_any_request(cli: Cli, server: FakeAu
     for argv, pattern in cases:
         result = cli("resynthesize", *argv)
         assert result.code == 2, (argv, result.err)
-        assert "Traceback" not in result.err
+        assert "Traceback" not in result.err and "resume with:" not in result.err
         assert re.search(pattern, result.err.splitlines()[0]), (argv, result.err)
     assert server.requests_to(RESYNTHESIZE) == []
 

@@ -15,6 +15,7 @@ from .test_cli_support import (  # noqa: F401 - the fixtures are used by name
     Cli,
     cli_fixture,
     ctrl_c,
+    eventually,
     offline_fixture,
     polled,
     scaled_fixture,
@@ -261,12 +262,15 @@ def test_ctrl_c_while_watching_reports_the_charges_and_exits_130(
 
 def test_ctrl_c_during_a_post_says_it_may_have_been_charged(cli: Cli,
                                                             server: FakeAurousServer) -> None:
-    """Guards: a POST still out at Ctrl-C reported as not charged (the server may bill
-    it after all), or the human summary missing from stdout."""
+    """Guards: a POST still out at Ctrl-C reported as not charged (the server bills it
+    after all), or the human summary missing from stdout."""
     cid = server.add_character()
-    server.faults.add(Fault(FaultKind.SLOW, route=RESYNTHESIZE, delay=5.0))
+    server.faults.add(Fault(FaultKind.SLOW, route=RESYNTHESIZE, delay=1.0))
     with when(lambda: bool(server.requests_to(RESYNTHESIZE)), ctrl_c):
         result = cli("resynthesize", cid, "--watch")
     assert result.code == 130
     assert "charged (0):" in result.out.splitlines()
     assert any(line.startswith(f"maybe charged (1): {cid}") for line in result.out.splitlines())
+    # The server goes on with the request the command left: it was charged after all
+    # (and is over before the fake stops).
+    eventually(lambda: bool(server.charges_for(cid)), "the held POST was charged")

@@ -15,6 +15,7 @@ import os
 import re
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -122,6 +123,16 @@ def when(condition: Callable[[], bool], action: Callable[[], None]) -> Iterator[
     finally:
         stop.set()
         helper.join()
+
+
+def eventually(condition: Callable[[], bool], what: str) -> None:
+    """Wait (30 s at most) for something the fake does in its own thread, such as
+    finishing a request held by a ``SLOW`` fault after the command is gone."""
+    for _ in range(3000):
+        if condition():
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"never happened: {what}")
 
 
 def ctrl_c() -> None:

@@ -13,7 +13,7 @@ import asyncio
 import os
 import shlex
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -84,7 +84,7 @@ async def journal_ids(journal: SQLiteJournal, args: argparse.Namespace) -> list[
 async def results(s: AurousSession, journal: SQLiteJournal, args: argparse.Namespace,
                   ids: list[str], ledger: ChargeLedger,
                   progress: Callable[[BatchProgress], None],
-                  **options: Any) -> AsyncIterator[BatchResult]:
+                  **options: Any) -> AsyncGenerator[BatchResult, None]:
     """The results of the batch as ``resynthesize_many`` yields them, after waiting out
     a lease left by a runner that died.
 

@@ -126,7 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
                          help="record the run in this SQLite file (made if missing); implies "
                               "--watch. Re-running resumes: finished ids are read from it, "
                               "charged ones only followed, none charged twice. Without ids, "
-                              "the batch's own ids are resumed")
+                              "the batch's own ids are resumed. A batch held by another "
+                              "runner is waited for until its lease lapses (a runner that "
+                              "died stops renewing it, 30 s at most); a live one ends the "
+                              "command (exit 2)")
     durable.add_argument("--batch", metavar="NAME",
                          help="the batch's name in the journal (default: the --ids-file "
                               "name without its extension; required for ids given as "
@@ -281,11 +284,12 @@ def _run_resynthesize(args: argparse.Namespace) -> int:
     if not ledger:
         return code  # stopped before it knew its ids: nothing can have been sent
     summary = ledger.summary()
-    # A stopped journaled batch says how to go on: last on a terminal, but before the
-    # JSON summary, which stays the last line of stderr with --json.
+    # A stopped journaled batch says how to go on (not after a usage error: the same
+    # mistake would stop the resumed run): last on a terminal, but before the JSON
+    # summary, which stays the last line of stderr with --json.
     resume = (f"resume with: {resume_command(args)}"
-              if args.journal is not None and (code == EXIT_INTERRUPTED or summary.resumable)
-              else None)
+              if args.journal is not None and code != EXIT_USAGE
+              and (code == EXIT_INTERRUPTED or summary.resumable) else None)
     if not args.json and code != EXIT_BROKEN_PIPE:
 
         def on_stdout() -> int:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from collections.abc import AsyncIterator, Callable, Iterable
 
@@ -153,10 +154,13 @@ async def _journaled_run(args: argparse.Namespace, ids: list[str], force_all: bo
         if not ids:
             ids = await _journaled.journal_ids(journal, args)
         ledger.expect(ids)
-        return await _show_results(args, ledger, _journaled.results(
-            s, journal, args, ids, ledger, _progress(ledger), force_all=force_all,
-            auto_save=args.auto_save, timeout=args.timeout,
-        ))
+        results = _journaled.results(s, journal, args, ids, ledger, _progress(ledger),
+                                     force_all=force_all, auto_save=args.auto_save,
+                                     timeout=args.timeout)
+        # Closed here, whatever stops the printing: the batch's lease is released now,
+        # not whenever the event loop finalizes the generator.
+        async with contextlib.aclosing(results):
+            return await _show_results(args, ledger, results)
 
 
 async def _show_results(args: argparse.Namespace, ledger: ChargeLedger,
