@@ -32,7 +32,7 @@ from ._errors import (
     WatchTimeoutError,
 )
 from ._fanout import BatchProgress
-from ._journal import BatchInUseError, JournalError, LeaseLostError
+from ._journal import BatchInUseError, JournalError, JournalRecord, JournalState, LeaseLostError
 from ._journal_batch import Journal
 from ._journal_redis import RedisJournal
 from ._journal_sqlite import SQLiteJournal
@@ -98,6 +98,8 @@ __all__ = [
     "InvalidRequestError",
     "Journal",
     "JournalError",
+    "JournalRecord",
+    "JournalState",
     "LeaseLostError",
     "MalformedResponseError",
     "NotFoundError",

@@ -107,6 +107,10 @@ class BatchJournal(NoJournal):
             await batch.mark_done(result.character_id, str(character.status), _json(character))
             return
         assert error is not None
+        if charged and _retry_later(error) and not isinstance(error, SynthesisFailedError):
+            # The watch ended early (timeout, closing, an outage): the record stays
+            # `sent`, so a resumed batch watches it again instead of calling it failed.
+            return
         code = error.code if isinstance(error, APIStatusError) else None
         name, message = type(error).__name__, str(error)[:500]
         if charged or isinstance(error, SynthesisFailedError):

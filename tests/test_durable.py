@@ -185,3 +185,22 @@ async def test_sigkill_at_many_points_then_resume_charges_each_id_once(tmp_path:
 
 async def test_sigkill_with_the_redis_journal(redis_url: str) -> None:
     await _kill_and_resume(redis_url, [2, 7, 12])
+
+
+async def test_a_watch_that_timed_out_is_watched_again_on_resume(
+    ffake: FakeAurousServer, fast: ScaledClock, tmp_path: Path
+) -> None:
+    """Defect guarded: a charged id whose watch timed out was journaled `failed`, so a
+    resumed batch reported the timeout again instead of following the character."""
+    ffake.synthesis_seconds = 10**6
+    ids = [ffake.add_character() for _ in range(2)]
+    async with aa.SQLiteJournal(tmp_path / "b.db") as journal, _session(ffake, fast) as s:
+        first = [r async for r in s.characters.resynthesize_many(
+            ids, journal=journal, batch="slow", timeout=100, min_time_left=0)]
+        assert all(isinstance(r.error, aa.WatchTimeoutError) for r in first)
+        for cid in ids:
+            ffake.finish_synthesis(cid)
+        again = [r async for r in s.characters.resynthesize_many(
+            ids, auto_save=True, journal=journal, batch="slow")]
+    assert all(r.ok and not r.from_journal for r in again), [r.error for r in again]
+    assert all(len(ffake.charges_for(cid)) == 1 for cid in ids)
