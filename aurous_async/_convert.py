@@ -16,10 +16,18 @@ from typing import Any, TypeVar
 
 import attrs
 import cattrs
-from cattrs.gen import make_dict_unstructure_fn, override
+from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
 from ._errors import AurousError
-from ._models import BatchResult, CharacterAttributes, CharacterStatus, Pose, _OpenStrEnum
+from ._models import (
+    BatchResult,
+    Character,
+    CharacterAttributes,
+    CharacterStatus,
+    Pose,
+    Ref,
+    _OpenStrEnum,
+)
 from ._redact import redact
 
 __all__ = ["DecodeError", "converter", "decode", "encode_attributes"]
@@ -189,3 +197,69 @@ converter.register_unstructure_hook_factory(
 attrs.resolve_types(BatchResult, localns={"AurousError": AurousError})
 # The same hooks with field paths kept, used only to word a failure (see _where).
 _explainer = converter.copy(detailed_validation=True)
+
+
+# -- the hot path -----------------------------------------------------------------------
+# Every call and every poll decodes a Character. cattrs' generated function calls one
+# hook per field; this one checks the common, well-formed shape inline and hands
+# anything else to the generated function, so results (and errors) are the same —
+# tests compare the two on random and hostile input.
+
+_character_fields = make_dict_structure_fn(Character, converter)
+
+
+def _text_or_none(value: Any) -> bool:
+    return value is None or type(value) is str
+
+
+_ATTRIBUTE_TYPES = {field.name: int if field.name == "age" else str
+                    for field in attrs.fields(CharacterAttributes)}
+# The enums' own value tables: a dict lookup instead of a call of the enum class.
+_POSES: dict[Any, Pose] = Pose._value2member_map_  # type: ignore[assignment]
+_STATUSES: dict[Any, CharacterStatus] = CharacterStatus._value2member_map_  # type: ignore[assignment]
+
+
+def _attributes(data: dict[str, Any]) -> CharacterAttributes:
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        wanted = _ATTRIBUTE_TYPES.get(key)
+        if wanted is None:
+            continue  # an unknown attribute: ignored, as everywhere
+        if value is not None and type(value) is not wanted:
+            return converter.structure(data, CharacterAttributes)  # let it explain
+        kwargs[key] = value
+    return CharacterAttributes(**kwargs)
+
+
+def _structure_character(data: Any, cls: Any) -> Character:
+    get = data.get
+    character_id, status, name = get("id"), get("status"), get("name", "")
+    refs, attributes = get("refs", ()), get("attributes")
+    created_at, updated_at = get("created_at"), get("updated_at")
+    error_message, version, request_id = (get("error_message"), get("aurous_version"),
+                                          get("request_id"))
+    if (type(character_id) is not str or type(status) is not str or type(name) is not str
+            or type(refs) not in (list, tuple) or not _text_or_none(created_at)
+            or not _text_or_none(updated_at) or not _text_or_none(error_message)
+            or not _text_or_none(version) or not _text_or_none(request_id)
+            or not (attributes is None or type(attributes) is dict)):
+        return _character_fields(data, cls)
+    parsed_refs = []
+    for ref in refs:
+        if type(ref) is not dict:
+            return _character_fields(data, cls)
+        pose, url = ref.get("pose"), ref.get("url")
+        if type(pose) is not str or type(url) is not str:
+            return _character_fields(data, cls)
+        parsed_refs.append(Ref(pose=_POSES.get(pose) or Pose(pose), url=url))
+    return Character(
+        id=character_id, status=_STATUSES.get(status) or CharacterStatus(status), name=name,
+        refs=tuple(parsed_refs),
+        created_at=None if created_at is None else _datetime(created_at, None),
+        updated_at=None if updated_at is None else _datetime(updated_at, None),
+        attributes=None if attributes is None else _attributes(attributes),
+        error_message=error_message, aurous_version=version, request_id=request_id,
+    )
+
+
+converter.register_structure_hook(Character, _structure_character)
