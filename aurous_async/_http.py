@@ -28,7 +28,7 @@ import asyncio
 import ssl
 import urllib.request
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NoReturn
 
 import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -174,9 +174,11 @@ class HttpClient:
             error = APIConnectionError(
                 f"connection failed: {type(exc).__name__}: {redact(str(exc), *secrets)}",
                 method=method, path=_path(url))
-        # Raised outside the except blocks: the aiohttp exception (whose request_info
-        # holds our headers, the API key among them) is not kept as __context__.
-        raise error
+        # The aiohttp exception (whose request_info holds our headers, the API key among
+        # them) must not ride along as __context__: raised outside the except blocks,
+        # and cleared, since on Python 3.10 a task resumed by an exception keeps that
+        # exception "being handled" until it next suspends.
+        _raise_without_context(error)
 
     def _proxy(self, url: URL | str) -> str | None:
         """The proxy for ``url`` from the environment read at start (``NO_PROXY`` kept)."""
@@ -217,6 +219,14 @@ class HttpClient:
             await self._session.close()
             # Let aiohttp finish closing transports so no "unclosed" warning follows.
             await asyncio.sleep(0)
+
+
+def _raise_without_context(error: AurousError) -> NoReturn:
+    try:
+        raise error
+    except AurousError:
+        error.__context__ = None
+        raise
 
 
 def _too_large(response: aiohttp.ClientResponse, cap: int) -> MalformedResponseError:

@@ -123,6 +123,10 @@ class Transport:
         except AurousError as error:
             if call.method == "POST":
                 _label_paid_error(error, call)
+            # Nothing of aiohttp's may ride along (its request holds the API key): on
+            # Python 3.10 a task resumed by an exception keeps it as the context of
+            # everything raised until it next suspends.
+            error.__context__ = None
             raise
         sink = captured()
         if sink is not None:
