@@ -40,7 +40,7 @@ from ._errors import (
 from ._journal import JournalError
 from ._models import BatchResult, Character, CharacterStatus
 from ._polling import PollScheduler
-from ._watch import flow_error, is_transient, watch_character
+from ._watch import BackgroundSaves, flow_error, is_transient, watch_character
 
 __all__ = ["BatchProgress", "FanOut"]
 
@@ -136,6 +136,7 @@ class _Run:
         batches: set[Callable[[], None]],
         journal: NoJournal,
         min_time_left: float,
+        leftover_saves: BackgroundSaves,
     ) -> None:
         self._ids = list(ids)
         self._resynthesize = resynthesize
@@ -143,6 +144,7 @@ class _Run:
         self._save = save
         self._journal = journal
         self._min_time_left = min_time_left
+        self._leftover_saves = leftover_saves
         self._plans: dict[str, Plan] = {}
         self._scheduler = scheduler
         self._clock = clock
@@ -375,6 +377,7 @@ class _Run:
             async for update in watch_character(
                 self._scheduler, self._save, character_id, clock=self._clock,
                 auto_save=self._auto_save, deadline=self._deadline, known=character,
+                leftover_saves=self._leftover_saves,
             ):
                 last = update.character
                 self._report(character_id, update.status.value)

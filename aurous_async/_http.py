@@ -31,7 +31,7 @@ from collections.abc import Mapping
 from typing import Any, NoReturn
 
 import aiohttp
-from multidict import CIMultiDict, CIMultiDictProxy
+from multidict import CIMultiDictProxy
 from yarl import URL
 
 from ._errors import (
@@ -41,7 +41,7 @@ from ._errors import (
     MalformedResponseError,
     SessionClosedError,
 )
-from ._redact import redact
+from ._redact import redact, redact_headers
 
 __all__ = ["DEFAULT_MAX_RESPONSE_BYTES", "HttpClient", "HttpResponse", "SendMarker"]
 
@@ -145,7 +145,7 @@ class HttpClient:
                 allow_redirects=False, raise_for_status=False,
                 timeout=aiohttp.ClientTimeout(total=timeout), trace_request_ctx=marker,
             ) as response:
-                body = await self._read(response)
+                body = await self._read(response, secrets)
                 return HttpResponse(response.status, response.headers, body)
         except (asyncio.TimeoutError, TimeoutError):
             # Two classes on Python 3.10, one from 3.11: catch both.
@@ -191,14 +191,15 @@ class HttpClient:
             self._proxy_for[key] = None if bypass else self._proxies.get(key[0])
         return self._proxy_for[key]
 
-    async def _read(self, response: aiohttp.ClientResponse) -> bytes:
+    async def _read(self, response: aiohttp.ClientResponse,
+                    secrets: tuple[str | None, ...]) -> bytes:
         """The body, decompressed, refusing more than ``max_response_bytes``."""
         cap = self.max_response_bytes
         length = response.content_length
         if length is not None and length > cap and not response.headers.get(
             "Content-Encoding"
         ):
-            raise _too_large(response, cap)
+            raise _too_large(response, cap, secrets)
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -207,7 +208,7 @@ class HttpClient:
                 return b"".join(chunks)
             size += len(chunk)
             if size > cap:
-                raise _too_large(response, cap)
+                raise _too_large(response, cap, secrets)
             chunks.append(chunk)
 
     async def aclose(self) -> None:
@@ -229,12 +230,14 @@ def _raise_without_context(error: AurousError) -> NoReturn:
         raise
 
 
-def _too_large(response: aiohttp.ClientResponse, cap: int) -> MalformedResponseError:
+def _too_large(response: aiohttp.ClientResponse, cap: int,
+               secrets: tuple[str | None, ...]) -> MalformedResponseError:
+    request_id = response.headers.get("Aurous-Request-Id")
     return MalformedResponseError(
         f"the response body is larger than {cap} bytes (max_response_bytes)",
         status=response.status, code="response_too_large",
-        request_id=response.headers.get("Aurous-Request-Id"),
-        headers=CIMultiDict(response.headers),
+        request_id=None if request_id is None else redact(request_id, *secrets),
+        headers=redact_headers(response.headers, *secrets),
     )
 
 

@@ -334,3 +334,19 @@ async def test_a_certificate_error_fails_at_once_with_a_clear_message(
     assert info.value.transient is False
     assert clock.sleeps == []  # no retry was waited for
     assert KEY not in str(info.value)
+
+
+async def test_an_oversized_body_echoing_the_key_is_refused_redacted() -> None:
+    """Defect guarded: the response_too_large error copied raw headers and request id."""
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(body=b"{" + b" " * 4096 + b"}", content_type="application/json",
+                            headers={"X-Echo": KEY, "Aurous-Request-Id": f"req_{KEY}"})
+
+    async with serve_app(_app(handler)) as url, aa.AurousSession(
+        KEY, base_url=url, rate_limits=None, max_response_bytes=1024
+    ) as s:
+        with pytest.raises(aa.MalformedResponseError) as info:
+            await s.characters.get("char_1")
+    error = info.value
+    assert error.code == "response_too_large"
+    assert KEY not in f"{error} {error!r} {error.request_id} {dict(error.headers)}"

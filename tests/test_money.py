@@ -294,3 +294,23 @@ def test_unknown_enum_values_are_not_cached_without_bound() -> None:
     values = [aa.CharacterStatus(f"mystery-{n}") for n in range(5_000)]
     assert all(not v.is_known and v == f"mystery-{n}" for n, v in enumerate(values))
     assert len(aa.CharacterStatus._value2member_map_) - before <= 64
+
+
+async def test_a_batch_left_early_still_saves_what_it_charged(
+    ffake: FakeAurousServer, fast: ScaledClock
+) -> None:
+    """Defect guarded: with auto_save=True, characters charged by a batch left with
+    `break` stayed in `reviewing`, unsaved."""
+    ids = [ffake.add_character() for _ in range(8)]
+    async with aa.AurousSession(ffake.api_key, base_url=ffake.base_url, clock=fast,
+                                timeout=3600) as s:
+        async with s.characters.resynthesize_many(ids, auto_save=True) as batch:
+            async for _ in batch:
+                break
+        for _ in range(400):
+            if not s._parts.saves.pending:
+                break
+            await asyncio.sleep(0.01)
+        charged = {c.character_id for c in ffake.ledger}
+        assert charged
+        assert all(ffake.character(cid)["status"] == "ready" for cid in charged)

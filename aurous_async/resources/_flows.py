@@ -293,6 +293,7 @@ class CharacterFlows:
             batches=parts.batches,
             min_time_left=margin if margin is not None
             else parts.scheduler.estimate.value or TYPICAL_SYNTHESIS,
+            leftover_saves=parts.saves,
         )
 
 
