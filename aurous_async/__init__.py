@@ -31,7 +31,6 @@ from ._errors import (
     SynthesisFailedError,
     WatchTimeoutError,
 )
-from ._fanout import BatchProgress
 from ._journal import BatchInUseError, JournalError, JournalRecord, JournalState, LeaseLostError
 from ._journal_batch import Journal
 from ._journal_redis import RedisJournal
@@ -39,6 +38,7 @@ from ._journal_sqlite import SQLiteJournal
 from ._logging import setup_logging_from_env
 from ._models import (
     Balance,
+    BatchProgress,
     BatchResult,
     Character,
     CharacterAttributes,

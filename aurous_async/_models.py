@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Balance",
+    "BatchProgress",
     "BatchResult",
     "Character",
     "CharacterAttributes",
@@ -296,3 +297,28 @@ class BatchResult(_Serializable):
         without ``auto_save``); ``False`` whenever ``error`` is set — failed, deleted
         during the batch, timed out, or never sent."""
         return self.error is None
+
+
+@attrs.frozen(kw_only=True)
+class BatchProgress:
+    """Counts of one ``resynthesize_many`` run, passed to its ``progress`` callback.
+
+    ``queued`` are not sent yet, ``dispatched`` have their POST on the wire (its
+    rate-limit token taken), ``synthesizing`` are being watched, ``done`` ended well and
+    ``failed`` with an error (undispatched ones after a 402 included). ``charged`` counts
+    the POSTs the server accepted. ``gets`` counts the session's polls. ``character_id``
+    and ``state`` say what just changed (``None`` on the first call): ``state`` is
+    ``"dispatched"``, a status value such as ``"synthesizing"`` or ``"reviewing"``,
+    ``"done"`` or ``"failed"``.
+    """
+
+    total: int
+    queued: int
+    dispatched: int
+    synthesizing: int
+    done: int
+    failed: int
+    gets: int
+    charged: int = 0
+    character_id: str | None = None
+    state: str | None = None

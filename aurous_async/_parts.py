@@ -3,14 +3,13 @@ the session itself."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 
 import attrs
 
 from ._clock import Clock
 from ._http import HttpClient
-from ._models import Character
+from ._inflight import InFlightTable
 from ._polling import PollScheduler
 from ._ratelimit import RateLimiter
 from ._transport import Transport
@@ -31,8 +30,8 @@ class SessionParts:
     connection_limit: int
     #: Running ``resynthesize_many`` batches: closing the session ends each through this.
     batches: set[Callable[[], None]] = attrs.field(factory=set)
-    #: Resynthesizes in flight per character (their POST's answer), for flows to join.
-    inflight: dict[str, asyncio.Future[Character]] = attrs.field(factory=dict)
+    #: Resynthesizes in flight per character, for flows and batches to join.
+    inflight: InFlightTable = attrs.field(factory=InFlightTable)
 
     @property
     def limiter(self) -> RateLimiter | None:

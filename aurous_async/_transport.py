@@ -372,10 +372,10 @@ class Transport:
 class _Progress:
     """What the attempts of one call have shown so far."""
 
-    __slots__ = ("reached",)
+    __slots__ = ("reached",)  # some attempt went out (the server may have acted on it)
 
     def __init__(self) -> None:
-        self.reached = False  # some attempt went out (the server may have acted on it)
+        self.reached = False
 
 
 def _retryable(call: ApiCall, error: AurousError, sent: bool) -> bool:
@@ -446,6 +446,5 @@ def _header_int(headers: Mapping[str, str], name: str) -> int | None:
 
 
 def _short(error: AurousError) -> str:
-    if isinstance(error, APIStatusError):
-        return f"{error.status} {error.code or type(error).__name__}"
-    return f"{type(error).__name__}: {error}"
+    return (f"{error.status} {error.code or type(error).__name__}"
+            if isinstance(error, APIStatusError) else f"{type(error).__name__}: {error}")

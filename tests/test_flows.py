@@ -289,6 +289,12 @@ async def test_cancelling_the_consumer_cancels_everything(fs: aa.AurousSession, 
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+    # What was charged is still saved (auto_save), in the background; then nothing is left.
+    for _ in range(300):
+        if not fs._parts.saves.pending:
+            break
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.01)
     assert sdk_tasks() == []
     assert fs.watched == 0
 

@@ -293,3 +293,46 @@ def test_an_unknown_value_shaped_like_a_known_name_is_not_known() -> None:
     assert not aa.CharacterStatus("READY").is_known
     assert aa.CharacterStatus("ready").is_known
     assert not aa.EventType("IMAGE_COMPLETED").is_known
+
+
+async def test_joiners_take_over_when_the_owner_walks_away() -> None:
+    """Defect guarded (review): when the caller whose POST others joined was cancelled,
+    every joiner waited for ever (and the charged synthesis went unwatched)."""
+    from aurous_async.testing import Fault, FaultKind
+
+    clock = ScaledClock(100)
+    async with FakeAurousServer(clock=clock, synthesis_seconds=5) as fake, \
+            fake.session(timeout=3600) as s:
+        cid = fake.add_character()
+        fake.faults.add(Fault(FaultKind.SLOW, route=RESYNTH, nth=1, delay=0.5))
+        owner = asyncio.ensure_future(_first(s.characters.resynthesize_and_watch(cid)))
+        await asyncio.sleep(0.05)  # the owner's POST is on its way
+        joiner = asyncio.ensure_future(
+            _last(s.characters.resynthesize_and_watch(cid, auto_save=True)))
+        await asyncio.sleep(0.05)
+        owner.cancel()
+        final = await asyncio.wait_for(joiner, timeout=10)
+    assert final.status is S.READY
+    assert len(fake.ledger) == 1  # the joiner took over under the same key: no 2nd charge
+
+
+async def test_overlapping_batches_in_one_session_pay_once_per_character(
+    fake: FakeAurousServer, s: aa.AurousSession
+) -> None:
+    """Defect guarded (review): two concurrent batches sharing ids both charged them."""
+    ids = [fake.add_character() for _ in range(10)]
+
+    async def batch(part: list[str]) -> list[aa.BatchResult]:
+        return [r async for r in s.characters.resynthesize_many(part, auto_save=True)]
+
+    first, second = await asyncio.gather(batch(ids[:7]), batch(ids[3:]))
+    assert all(r.ok for r in first + second), [r.error for r in first + second if not r.ok]
+    assert sorted(c.character_id for c in fake.ledger) == sorted(ids)
+
+
+async def _last(updates: AsyncIterator[aa.StatusUpdate]) -> aa.StatusUpdate:
+    last = None
+    async for update in updates:
+        last = update
+    assert last is not None
+    return last

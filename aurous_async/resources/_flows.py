@@ -3,18 +3,18 @@ resynthesizing them, one or many, built only from the characters endpoints."""
 
 from __future__ import annotations
 
-import asyncio
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING
 
 from .._batch_journal import BatchJournal, NoJournal
-from .._clock import Clock
 from .._context import deadline_scope
 from .._errors import AurousError, WatchTimeoutError
-from .._fanout import BatchProgress, FanOut
+from .._fanout import FanOut
+from .._inflight import InFlight, OwnerLeft, await_joined
 from .._journal import check_batch_name
 from .._journal_batch import Journal
-from .._models import Character, CharacterStatus, StatusUpdate
+from .._models import BatchProgress, Character, CharacterStatus, StatusUpdate
 from .._parts import SessionParts
 from .._ratelimit import estimated_wait
 from .._validate import (
@@ -177,31 +177,47 @@ class CharacterFlows:
                 status=CharacterStatus("queued"), previous_status=None, terminal=False,
                 polls=0, elapsed=0.0,
                 estimated_wait=estimated_wait(self._parts.limiter, "characters_synthesize"))
-        inflight = self._parts.inflight
-        shared = inflight.get(character_id) if join else None
-        owner = shared is None
-        if shared is None:
-            self._check_time_left(character_id, deadline, min_time_left)
-            shared = asyncio.get_running_loop().create_future()
-            if join:
-                inflight[character_id] = shared
-        try:
-            if owner:
+        inflight, key, resumed = self._parts.inflight, idempotency_key, False
+        while True:
+            entry = inflight.get(character_id) if join else None
+            owner = entry is None
+            if entry is None:
+                self._check_time_left(character_id, deadline, min_time_left)
+                entry = InFlight(key or str(uuid.uuid4()))
+                if join:
+                    inflight.claim_entry(character_id, entry)
+            try:
+                if owner:
+                    await self._post_for(entry, character_id, force_all, deadline, resumed)
                 try:
-                    with deadline_scope(deadline):
-                        character = await self.resynthesize(
-                            character_id, force_all=force_all, idempotency_key=idempotency_key)
-                except AurousError as exc:
-                    shared.set_exception(flow_error(exc))
-                    shared.exception()  # retrieved here: joiners may be none
-                else:
-                    shared.set_result(character)
-            character = await _await_shared(shared, self._parts.clock, deadline)
-            async for update in self._watch(character_id, auto_save, deadline, character):
-                yield update
-        finally:
-            if owner and inflight.get(character_id) is shared:
-                del inflight[character_id]
+                    character = await await_joined(entry, self._parts.clock, deadline)
+                except OwnerLeft as left:
+                    # Its caller went away: take the call over, under the same key.
+                    key, resumed = left.key, True
+                    continue
+                async for update in self._watch(character_id, auto_save, deadline, character):
+                    yield update
+                return
+            finally:
+                if owner:
+                    inflight.release(character_id, entry)
+
+    async def _post_for(self, entry: InFlight, character_id: str, force_all: bool | None,
+                        deadline: float | None, resumed: bool) -> None:
+        """Send the resynthesize of ``entry`` and settle it for whoever joined."""
+        try:
+            with deadline_scope(deadline):
+                character = await self._resynthesize_call(
+                    character_id, force_all=force_all, idempotency_key=entry.key,
+                    resumed=resumed)
+        except AurousError as exc:
+            entry.settle(error=flow_error(exc))
+        except BaseException:
+            # Cancelled (a client went away): whoever joined takes over, same key.
+            entry.settle(error=OwnerLeft(entry.key))
+            raise
+        else:
+            entry.settle(character)
 
     def _check_time_left(self, character_id: str, deadline: float | None,
                          margin: float | None) -> None:
@@ -293,7 +309,7 @@ class CharacterFlows:
             batches=parts.batches,
             min_time_left=margin if margin is not None
             else parts.scheduler.estimate.value or TYPICAL_SYNTHESIS,
-            leftover_saves=parts.saves,
+            leftover_saves=parts.saves, inflight=parts.inflight,
         )
 
 
@@ -303,28 +319,3 @@ async def _raising_on_failure(updates: AsyncIterator[StatusUpdate]) -> AsyncIter
         yield update
         if update.terminal:
             raise_if_failed(update.character)
-
-
-async def _await_shared(shared: asyncio.Future[Character], clock: Clock,
-                        deadline: float | None) -> Character:
-    """The POST result of the flow that owns ``shared``, within our own deadline (a
-    joiner that gives up never cancels the owner's call)."""
-    if deadline is None:
-        return await asyncio.shield(shared)
-    left = deadline - clock.monotonic()
-    if left > 0 and not shared.done():
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-        def time_up() -> None:
-            if not done.done():
-                done.set_result(None)
-
-        timer = clock.call_later(left, time_up)
-        try:
-            waits: set[asyncio.Future[Character] | asyncio.Future[None]] = {shared, done}
-            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            timer.cancel()
-    if not shared.done():
-        raise WatchTimeoutError("the timeout passed while the joined call was in flight")
-    return shared.result()
