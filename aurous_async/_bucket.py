@@ -42,6 +42,8 @@ __all__ = ["MAX_BLOCK", "LoopQueue", "TokenState"]
 _EPSILON = 1e-9
 #: The longest a 429 can block a bucket, whatever its Retry-After says (seconds).
 MAX_BLOCK = 120.0
+#: The longest a cold-start probe holds its bucket without an answer (seconds).
+PROBE_LEASE = 120.0
 
 
 class TokenState:
@@ -60,6 +62,7 @@ class TokenState:
         self.lag = 0.0  # the longest recent round trip, in clock seconds
         self.cold = observed  # nothing heard from the server about this bucket yet
         self.probing = False  # the cold-start call is out
+        self.probe_started = -math.inf
         self.waiting = 0  # callers queued, in every loop: none may be overtaken
         self._queues: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopQueue] = (
             weakref.WeakKeyDictionary()
@@ -72,8 +75,12 @@ class TokenState:
             self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
             self.updated = now
 
-    def _held(self) -> bool:
-        """Nobody may take a token until an answer arrives (cold-start probe out)."""
+    def _held(self, now: float) -> bool:
+        """Nobody may take a token until an answer arrives (cold-start probe out) — for
+        at most PROBE_LEASE: a probe whose answer never comes (its loop was stopped) must
+        not hold the bucket for ever."""
+        if self.cold and self.probing and now - self.probe_started >= PROBE_LEASE:
+            self.probing = False
         return self.cold and self.probing
 
     def _ready_at(self, now: float, tokens_needed: float) -> float:
@@ -84,10 +91,10 @@ class TokenState:
         return max(self.blocked_until, max(now, start) + missing / self.rate)
 
     def _try_take(self, now: float) -> bool:
-        if now < self.blocked_until or self.tokens < 1 - _EPSILON or self._held():
+        if now < self.blocked_until or self.tokens < 1 - _EPSILON or self._held(now):
             return False
         if self.cold:
-            self.probing = True
+            self.probing, self.probe_started = True, now
         if self.observed and self.tokens >= self.capacity - _EPSILON:
             # Leaving "full" starts the refill clock; ours waits for the first answer.
             self.phase_start = now
@@ -232,22 +239,32 @@ class LoopQueue:
                 )
             self.live_waiters += 1
             state.waiting += 1
+            # While the bucket waits for an answer the estimate above may be too early:
+            # then our own timer enforces the deadline.
+            unsure = not state.phase_confirmed or state._held(now)
         future: asyncio.Future[None] = self.loop.create_future()
         self.waiters.append(future)
         self._arm(now)
+        timer = None
+        if deadline is not None and unsure:
+            timer = self.clock.call_later(deadline - now, lambda: _expire(future))
         try:
             await future
-        except asyncio.CancelledError:
-            if future.done() and not future.cancelled():
+        except BaseException:
+            if future.done() and not future.cancelled() and future.exception() is None:
                 # Handed a token in the same loop tick we were cancelled: give it back.
                 state.release(self.clock.monotonic())
             else:
-                future.cancel()
+                if not future.done():
+                    future.cancel()
                 with state.lock:
                     self.live_waiters -= 1
                     state.waiting -= 1
                 self.wake()
             raise
+        finally:
+            if timer is not None:
+                timer.cancel()
 
     def wake(self) -> None:
         """Hand out what tokens there are, in queue order, then re-arm the timer."""
@@ -282,9 +299,18 @@ class LoopQueue:
         state = self.state
         with state.lock:
             at = state._ready_at(now, 1.0)
-            waiting_for_answer = not state.phase_confirmed or state._held()
+            held = state._held(now)
+            waiting_for_answer = not state.phase_confirmed or held
         if waiting_for_answer:
-            self._disarm()  # an answer (observe) or a release wakes us
+            # An answer (observe) or a release wakes us; a probe never answered, at the
+            # end of its lease.
+            at = state.probe_started + PROBE_LEASE if held else math.inf
+            if self.timer is not None and self.timer_at <= at:
+                return
+            self._disarm()
+            if at < math.inf:
+                self.timer_at = at
+                self.timer = self.clock.call_later(at - now, self._on_timer)
             return
         if self.timer is not None and self.timer_at <= at:
             return
@@ -297,3 +323,8 @@ class LoopQueue:
             self.timer.cancel()
             self.timer, self.timer_at = None, math.inf
 
+
+def _expire(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_exception(
+            DeadlineExceededError("the rate-limit wait would pass the deadline"))

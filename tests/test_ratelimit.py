@@ -327,3 +327,33 @@ async def test_cancelled_attempt_is_still_reported_to_the_limiter(sfake: FakeAur
         with pytest.raises(asyncio.CancelledError):
             await task
     assert len(reports) == 1 and reports[0].sent_at is not None and reports[0].remaining is None
+
+
+async def test_a_waiter_behind_an_unanswered_probe_keeps_its_deadline(clock: FakeClock) -> None:
+    """Defect guarded (review): behind a cold-start probe the deadline check passed and
+    nothing enforced it: a 1 s timeout waited as long as the probe took."""
+    lim = aa.InMemoryRateLimiter(clock=clock)  # phase_sync: cold start on
+    await lim.acquire(SYNTH)  # the probe goes out and is not answered yet
+    waiter = asyncio.create_task(lim.acquire(SYNTH, deadline=clock.monotonic() + 1))
+    await clock.advance(0.5)
+    assert not waiter.done()
+    await clock.advance(0.6)
+    with pytest.raises(DeadlineExceededError):
+        await waiter
+    assert lim.queued(SYNTH) == 0
+
+
+async def test_a_probe_that_never_answers_does_not_hold_the_bucket_for_ever(
+    clock: FakeClock,
+) -> None:
+    """Defect guarded (review): a probe whose loop died left every later caller of that
+    bucket in the process waiting for ever."""
+    from aurous_async._bucket import PROBE_LEASE
+
+    lim = aa.InMemoryRateLimiter(clock=clock)
+    await lim.acquire(SYNTH)  # the probe; its answer never comes
+    waiter = asyncio.create_task(lim.acquire(SYNTH))
+    await clock.advance(PROBE_LEASE - 1)
+    assert not waiter.done()
+    await clock.advance(2)
+    assert waiter.done() and waiter.exception() is None
