@@ -73,6 +73,8 @@ class FanOutRun:
         # A journaled batch keeps to its own recorded keys: it never joins others' calls.
         self._joins = type(journal) is NoJournal
         self._plans: dict[str, Plan] = {}
+        self._sent: set[str] = set()  # ids whose POST has its token: on its way
+        self._last: dict[str, Character] = {}  # the last state seen of each charged id
         self._scheduler = scheduler
         self._clock = clock
         self._force_all = force_all
@@ -222,6 +224,7 @@ class FanOutRun:
         def token_granted() -> None:
             if not has_token.done():
                 has_token.set_result(None)
+                self._sent.add(character_id)
                 self._report(character_id, "dispatched")
 
         plan = self._plans[character_id]
@@ -272,6 +275,7 @@ class FanOutRun:
         self._counts["dispatched"] -= 1
         self._counts["synthesizing"] += 1
         self._counts["charged"] += 1
+        self._last[character_id] = character
         try:
             await self._journal.sent(character)
             await self._watch(character_id, character)
@@ -342,7 +346,7 @@ class FanOutRun:
                 auto_save=self._auto_save, deadline=self._deadline, known=character,
                 leftover_saves=self._leftover_saves,
             ):
-                last = update.character
+                last = self._last[character_id] = update.character
                 self._report(character_id, update.status.value)
         except AurousError as exc:
             result = BatchResult(character_id=character_id,
@@ -410,7 +414,15 @@ class FanOutRun:
             if task is not None:
                 task.cancel()
         self._queue.clear()
-        error = SessionClosedError("the session was closed during resynthesize_many")
         for character_id in [c for c in self._ids if c in self._unfinished]:
-            self._finish(BatchResult(character_id=character_id, error=error))
+            sent = character_id in self._sent
+            error = SessionClosedError(
+                f"the session was closed during resynthesize_many; {character_id} "
+                + ("was sent, so it may have been charged: retry with the same "
+                   f"idempotency_key={self._plans[character_id].key!r}" if sent
+                   else "was not sent (not charged)"))
+            error.idempotency_key = self._plans[character_id].key if sent else None
+            error.may_have_been_processed = sent
+            self._finish(BatchResult(character_id=character_id, error=error,
+                                     character=self._last.get(character_id)))
         self._closed = True

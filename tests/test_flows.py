@@ -317,6 +317,15 @@ async def test_aclose_during_a_fan_out_ends_it_promptly(ffake: FakeAurousServer,
     # 30-id batch takes minutes of API time, so some were surely still running).
     closed = [r for r in results if not r.ok]
     assert closed and all(isinstance(r.error, aa.SessionClosedError) for r in closed)
+    # A charged id says so (key, last state); an unsent one says it was not charged.
+    charged = {c.character_id for c in ffake.ledger}
+    for result in closed:
+        assert result.error is not None
+        if result.character_id in charged:
+            assert result.error.may_have_been_processed and result.error.idempotency_key
+            assert result.character is not None
+        else:
+            assert "not charged" in str(result.error) or result.error.may_have_been_processed
     assert sdk_tasks() == []
 
 
