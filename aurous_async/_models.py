@@ -300,7 +300,7 @@ class BatchResult(_Serializable):
 
 
 @attrs.frozen(kw_only=True)
-class BatchProgress:
+class BatchProgress(_Decodable):
     """Counts of one ``resynthesize_many`` run, passed to its ``progress`` callback.
 
     ``queued`` are not sent yet, ``dispatched`` have their POST on the wire (its

@@ -142,6 +142,9 @@ SAMPLES: dict[str, Any] = {
                                     terminal=True, polls=3, elapsed=12.5),
     "BatchResult": aa.BatchResult(character_id="char_1", character=character,
                                   from_journal=True),
+    "BatchProgress": aa.BatchProgress(total=3, queued=1, dispatched=0, synthesizing=1,
+                                      done=1, failed=0, gets=4, charged=2,
+                                      character_id="char_1", state="done"),
 }
 
 
