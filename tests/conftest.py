@@ -9,7 +9,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from aurous_async.testing import FakeAurousServer, FakeClock
+from aurous_async.testing import FakeAurousServer, FakeClock, ScaledClock
 
 
 class RawClient:
@@ -76,6 +76,19 @@ def sdk_tasks() -> list[asyncio.Task[Any]]:
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
+
+
+@pytest.fixture
+def fast() -> ScaledClock:
+    """A thousandfold clock, shared by a fake and the session under test."""
+    return ScaledClock(1000)
+
+
+@pytest.fixture
+async def ffake(fast: ScaledClock) -> AsyncIterator[FakeAurousServer]:
+    """A fake server on the ``fast`` clock, with 30-second syntheses (30 ms real)."""
+    async with FakeAurousServer(clock=fast, synthesis_seconds=30) as server:
+        yield server
 
 
 @pytest.fixture

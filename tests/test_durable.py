@@ -8,7 +8,6 @@ import os
 import signal
 import sys
 import textwrap
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -17,17 +16,6 @@ import aurous_async as aa
 from aurous_async.testing import FakeAurousServer, Fault, FaultKind, ScaledClock
 
 RESYNTH = "POST /v1/characters/{character_id}/resynthesize"
-
-
-@pytest.fixture
-def fast() -> ScaledClock:
-    return ScaledClock(1000)
-
-
-@pytest.fixture
-async def ffake(fast: ScaledClock) -> AsyncIterator[FakeAurousServer]:
-    async with FakeAurousServer(clock=fast, synthesis_seconds=30) as server:
-        yield server
 
 
 def _session(fake: FakeAurousServer, clock: aa.Clock) -> aa.AurousSession:

@@ -23,17 +23,6 @@ GET_ONE = "GET /v1/characters/{character_id}"
 
 
 @pytest.fixture
-def fast() -> ScaledClock:
-    return ScaledClock(1000)
-
-
-@pytest.fixture
-async def ffake(fast: ScaledClock) -> AsyncIterator[FakeAurousServer]:
-    async with FakeAurousServer(clock=fast, synthesis_seconds=30) as server:
-        yield server
-
-
-@pytest.fixture
 async def fs(ffake: FakeAurousServer, fast: ScaledClock) -> AsyncIterator[aa.AurousSession]:
     # A generous per-attempt timeout: at ×1000 the default 60 s is 60 ms of real time.
     async with aa.AurousSession(ffake.api_key, base_url=ffake.base_url, clock=fast,

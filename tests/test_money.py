@@ -7,7 +7,6 @@ import asyncio
 import sys
 import textwrap
 import threading
-from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
@@ -26,17 +25,6 @@ from .conftest import sdk_tasks
 
 RESYNTH = "POST /v1/characters/{character_id}/resynthesize"
 GET_ONE = "GET /v1/characters/{character_id}"
-
-
-@pytest.fixture
-def fast() -> ScaledClock:
-    return ScaledClock(1000)
-
-
-@pytest.fixture
-async def ffake(fast: ScaledClock) -> AsyncIterator[FakeAurousServer]:
-    async with FakeAurousServer(clock=fast, synthesis_seconds=30) as server:
-        yield server
 
 
 # -- 1. a consumer that leaves stops paying ------------------------------------------------
