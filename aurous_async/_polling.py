@@ -36,6 +36,8 @@ def is_transient(error: BaseException) -> bool:
 
 #: Webhook pushes count as "arriving" for this long after the last one (seconds).
 PUSH_WINDOW = 600.0
+#: The poll interval while pushes arrive (at least PollPolicy.max_interval).
+PUSH_SAFETY_NET = 120.0
 # -- the shared poll scheduler ----------------------------------------------------------
 
 
@@ -176,6 +178,8 @@ class PollScheduler:
             delay = 0.0 if known is None else self.policy.delay(0, self._rng)
             if watched.started is not None and self.policy.learn and self.estimate.value:
                 delay = self.estimate.value * (1 + self._rng.uniform(0, self.policy.jitter))
+            if known is not None and self._pushes_active():
+                delay = self._safety_net()
             self._schedule(character_id, watched, delay)
         elif known is not None and watched.known is None:
             watched.known = known
@@ -191,8 +195,9 @@ class PollScheduler:
 
     def push(self, character_id: str) -> bool:
         """A verified webhook says ``character_id`` changed: poll it now (one GET
-        confirms the state). From now on, while pushes keep coming, polls fall back to
-        the policy's ``max_interval``. True when someone watches that character."""
+        confirms the state). From now on, while pushes keep coming, polls are only a
+        safety net (every ``PUSH_SAFETY_NET`` seconds, at least ``max_interval``). True
+        when someone watches that character."""
         self._pushed_at = self._clock.monotonic()
         watched = self._watched.get(character_id)
         if watched is None:
@@ -204,6 +209,12 @@ class PollScheduler:
 
     def _pushes_active(self) -> bool:
         return self._clock.monotonic() - self._pushed_at < PUSH_WINDOW
+
+    def _safety_net(self) -> float:
+        """How often a watched character is polled while pushes arrive: rarely enough
+        that a pushed fan-out spends about one GET per character, often enough that a
+        lost delivery costs minutes, not hours."""
+        return max(self.policy.max_interval, PUSH_SAFETY_NET)
 
     def resume(self, character_id: str) -> None:
         """A watcher waits for a state: a parked character is polled again."""
@@ -229,7 +240,7 @@ class PollScheduler:
 
     def _schedule(self, character_id: str, watched: _Watched, delay: float | None) -> None:
         if delay is None and self._pushes_active() and not watched.failures:
-            delay = self.policy.max_interval  # webhooks tell us; polls are the safety net
+            delay = self._safety_net()  # webhooks tell us; polls are only the safety net
         if delay is None:
             delay = self.policy.delay(watched.unchanged + watched.failures, self._rng)
         watched.due = self._clock.monotonic() + delay

@@ -28,7 +28,8 @@ import aurous_async
 
 HERE = Path(__file__).resolve().parent
 BENCHMARKS = ["bench_requests.py", "bench_instructions.py", "bench_limiter.py",
-              "bench_fanout.py", "bench_watchers.py"]
+              "bench_fanout.py", "bench_watchers.py", "bench_durable.py",
+              "bench_webhooks.py"]
 TIMEOUT = {False: 900, True: 300}  # seconds per benchmark, full and quick
 
 # Issue 15's targets: figure key, what it is, the figure when the issue was filed, the
