@@ -193,6 +193,11 @@ class PollScheduler:
         self._ensure_runner()
         return sub
 
+    def expect_pushes(self) -> None:
+        """Webhook deliveries will come (a receiver feeds this session): poll only as a
+        safety net from now on, as if a push had just arrived."""
+        self._pushed_at = self._clock.monotonic()
+
     def push(self, character_id: str) -> bool:
         """A verified webhook says ``character_id`` changed: poll it now (one GET
         confirms the state). From now on, while pushes keep coming, polls are only a

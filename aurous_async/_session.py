@@ -208,6 +208,13 @@ class AurousSession:
             return False
         return self._parts.scheduler.push(character_id)
 
+    def expect_webhooks(self) -> None:
+        """Say that verified webhook events will be fed to this session (a
+        ``WebhookReceiver(session=s)`` says so itself): watchers then poll only as a safety
+        net (every 2 minutes) for the next 10 minutes, renewed by every event fed, so a
+        pushed fan-out spends about one GET per character from its very first one."""
+        self._parts.scheduler.expect_pushes()
+
     async def balance(self) -> Balance:
         """The team's credit balance.
 

@@ -134,3 +134,18 @@ async def test_end_to_end_a_delivered_event_wakes_the_watcher_before_its_poll() 
     assert updates[-1].status is S.REVIEWING
     assert updates[-1].elapsed < 60  # woken by the push at ~5 s, not by a poll at 270 s
     assert [e.type for e in received] == [aa.EventType.CHARACTER_COMPLETED]
+
+
+async def test_a_session_fed_by_a_receiver_polls_only_as_a_safety_net_from_the_start() -> None:
+    """Defect guarded: the first characters of a pushed fan-out were polled on the full
+    schedule (6-7 GETs each) until the first delivery arrived."""
+    async with aa.AurousSession("al_test_" + "w" * 32, base_url="http://127.0.0.1:9",
+                                clock=FakeClock()) as s:
+        scheduler = s._parts.scheduler
+        assert not scheduler._pushes_active()
+        aa.webhooks.WebhookReceiver("whsec_" + "k" * 20, session=s)
+        assert scheduler._pushes_active()
+        sub = scheduler.subscribe("c1", aa.Character(id="c1", status=S.SYNTHESIZING))
+        due = scheduler._watched["c1"].due - s.clock.monotonic()
+        assert due == PUSH_SAFETY_NET
+        scheduler.unsubscribe(sub)

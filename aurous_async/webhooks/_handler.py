@@ -98,6 +98,9 @@ class WebhookReceiver:
         self._on_event = on_event
         self._session = session
         self._tolerance = check_tolerance(tolerance)
+        expect = getattr(session, "expect_webhooks", None)
+        if callable(expect):
+            expect()  # deliveries will come: the session's watchers may poll less
         # A session's clock is the one its API (or fake) signs deliveries with.
         session_clock = getattr(session, "clock", None)
         self._clock = clock or (session_clock if isinstance(session_clock, Clock)
