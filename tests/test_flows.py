@@ -311,8 +311,8 @@ async def test_aclose_during_a_fan_out_ends_it_promptly(ffake: FakeAurousServer,
     for result in closed:
         assert result.error is not None
         if result.character_id in charged:
+            # (Its last state is there when its answer arrived before the close.)
             assert result.error.may_have_been_processed and result.error.idempotency_key
-            assert result.character is not None
         else:
             assert "not charged" in str(result.error) or result.error.may_have_been_processed
     assert sdk_tasks() == []
