@@ -227,6 +227,7 @@ class PollScheduler:
         if watched is not None and watched.parked:
             watched.parked = False
             self._schedule(character_id, watched, 0.0)
+            self._ensure_runner()  # it may have ended while everything was parked
 
     def unsubscribe(self, sub: _Subscription) -> None:
         sub.closed = True
