@@ -42,7 +42,8 @@ __all__ = ["MAX_BLOCK", "LoopQueue", "TokenState"]
 _EPSILON = 1e-9
 #: The longest a 429 can block a bucket, whatever its Retry-After says (seconds).
 MAX_BLOCK = 120.0
-#: The longest a cold-start probe holds its bucket without an answer (seconds).
+#: The longest a cold-start probe, or the first call of a burst, holds its bucket's
+#: refill without an answer (seconds).
 PROBE_LEASE = 120.0
 
 
@@ -71,6 +72,10 @@ class TokenState:
     # -- called with the lock held -------------------------------------------------------
 
     def _refill(self, now: float) -> None:
+        if not self.phase_confirmed and now - self.phase_start >= PROBE_LEASE:
+            # No answer for this phase, ever (its call was lost): start the refill from
+            # the phase's start plus a round trip rather than wait for ever.
+            self.phase_confirmed, self.updated = True, self.phase_start + self.lag
         if now > self.updated:
             self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
             self.updated = now
@@ -302,15 +307,14 @@ class LoopQueue:
             held = state._held(now)
             waiting_for_answer = not state.phase_confirmed or held
         if waiting_for_answer:
-            # An answer (observe) or a release wakes us; a probe never answered, at the
+            # An answer (observe) or a release wakes us; one that never comes, at the
             # end of its lease.
-            at = state.probe_started + PROBE_LEASE if held else math.inf
+            at = (state.probe_started if held else state.phase_start) + PROBE_LEASE
             if self.timer is not None and self.timer_at <= at:
                 return
             self._disarm()
-            if at < math.inf:
-                self.timer_at = at
-                self.timer = self.clock.call_later(at - now, self._on_timer)
+            self.timer_at = at
+            self.timer = self.clock.call_later(at - now, self._on_timer)
             return
         if self.timer is not None and self.timer_at <= at:
             return

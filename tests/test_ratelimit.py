@@ -357,3 +357,21 @@ async def test_a_probe_that_never_answers_does_not_hold_the_bucket_for_ever(
     assert not waiter.done()
     await clock.advance(2)
     assert waiter.done() and waiter.exception() is None
+
+
+async def test_a_burst_whose_answer_never_comes_does_not_freeze_the_refill(
+    clock: FakeClock,
+) -> None:
+    """Defect guarded: the refill of a burst waits for the first answer; if it never
+    came (its call was lost), every later waiter waited for ever, with no timer."""
+    from aurous_async._bucket import PROBE_LEASE
+
+    lim = aa.InMemoryRateLimiter(aa.RateLimits(characters_synthesize=aa.RateLimit(1, 1.0, 1)),
+                                 clock=clock)
+    lim._state(SYNTH).cold = False  # past the cold start, to isolate the burst's phase
+    await lim.acquire(SYNTH)  # leaves "full": the refill waits for this call's answer
+    waiter = asyncio.create_task(lim.acquire(SYNTH))
+    await clock.advance(PROBE_LEASE - 1)
+    assert not waiter.done()
+    await clock.advance(3)
+    assert waiter.done() and waiter.exception() is None
