@@ -194,7 +194,10 @@ class FanOutRun:
                 break
             character_id = self._queue.popleft()
             has_token: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            task = self._spawn(self._follow(character_id, has_token), "resynthesize_many call")
+            slot = _Slot(self._slots)  # given back also if the call is cancelled unstarted
+            task = self._spawn(self._follow(character_id, has_token, slot),
+                               "resynthesize_many call")
+            task.add_done_callback(slot.release)
             self._waiting_token = (character_id, task, has_token)
             self._counts["dispatched"] += 1
             await asyncio.wait({has_token, task}, return_when=asyncio.FIRST_COMPLETED)
@@ -218,7 +221,8 @@ class FanOutRun:
         while self._queue:
             self._finish(BatchResult(character_id=self._queue.popleft(), error=error))
 
-    async def _follow(self, character_id: str, has_token: asyncio.Future[None]) -> None:
+    async def _follow(self, character_id: str, has_token: asyncio.Future[None],
+                      slot: _Slot) -> None:
         """POST one resynthesize (retrying transient failures with the same key), then
         watch it to its end."""
         def token_granted() -> None:
@@ -270,8 +274,14 @@ class FanOutRun:
             if self._stop is not None:
                 self._fail_unsent(self._stop)
             return
+        except BaseException:
+            # Cancelled (the consumer paused or left): the entry, settled for any joiner,
+            # leaves the session's table, so nothing later joins a call nobody owns.
+            if entry is not None:
+                self._inflight.release(character_id, entry)
+            raise
         finally:
-            self._slots.release()
+            slot.release()  # the next POST may go while this one is watched
         self._counts["dispatched"] -= 1
         self._counts["synthesizing"] += 1
         self._counts["charged"] += 1
@@ -426,3 +436,15 @@ class FanOutRun:
             self._finish(BatchResult(character_id=character_id, error=error,
                                      character=self._last.get(character_id)))
         self._closed = True
+
+
+class _Slot:
+    """One call's place under ``concurrency``, given back once, whichever path is first."""
+
+    def __init__(self, semaphore: asyncio.Semaphore) -> None:
+        self._semaphore: asyncio.Semaphore | None = semaphore
+
+    def release(self, _done: object = None) -> None:
+        semaphore, self._semaphore = self._semaphore, None
+        if semaphore is not None:
+            semaphore.release()

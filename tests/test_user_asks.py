@@ -336,3 +336,15 @@ async def _last(updates: AsyncIterator[aa.StatusUpdate]) -> aa.StatusUpdate:
         last = update
     assert last is not None
     return last
+
+
+async def test_a_batch_left_early_leaves_no_call_in_the_session_table(
+    fake: FakeAurousServer, s: aa.AurousSession
+) -> None:
+    """Defect guarded: a call taken back when the consumer paused (or left) stayed in the
+    session's in-flight table, for a later flow to join a call nobody owns."""
+    ids = [fake.add_character() for _ in range(20)]
+    async with s.characters.resynthesize_many(ids) as batch:
+        async for _ in batch:
+            break
+    assert list(s._parts.inflight._entries) == []
