@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ipaddress
 import math
 import sys
 from collections.abc import Sequence
@@ -24,6 +23,7 @@ import attrs
 
 from ._faults import Fault, parse_fault
 from ._server import FakeAurousServer
+from ._webhook_handlers import is_loopback
 
 __all__ = ["EXIT_USAGE", "add_arguments", "build_parser", "main", "serve"]
 
@@ -161,21 +161,12 @@ def _print_hints(server: FakeAurousServer, options: _Options) -> None:
         hints.append(f"time runs x{options.time_scale:g}: give a client the same scale, e.g. "
                      f"aa.AurousSession(base_url={server.base_url!r}, "
                      f"api_key={server.api_key!r}, clock=aa.ScaledClock({options.time_scale!r}))")
-    if not _is_loopback(options.host):
+    if not is_loopback(options.host):
         hints.append(f"the SDK refuses http:// to a host that is not loopback: set "
                      f"{INSECURE_HTTP_ENV}=1 in the client's environment, and use this "
                      f"machine's name or address in AUROUS_BASE_URL")
     for hint in hints:
         print(f"hint: {hint}", file=sys.stderr, flush=True)
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _usage_error(message: str) -> int:

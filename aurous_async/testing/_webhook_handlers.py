@@ -130,13 +130,14 @@ def _url(value: Any) -> str:
     except ValueError:
         raise invalid("invalid_format", "url is not a valid URL.", "url") from None
     if not host or not (parts.scheme == "https"
-                        or (parts.scheme == "http" and _is_loopback(host))):
+                        or (parts.scheme == "http" and is_loopback(host))):
         raise invalid("invalid_format", "url must be an https URL (http only to a loopback "
                       "host on this fake).", "url")
     return value
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """``localhost`` and loopback addresses: the hosts the fake lets use ``http://``."""
     if host == "localhost":
         return True
     try:
