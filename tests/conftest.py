@@ -2,8 +2,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
-from typing import Any
+import time
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any, TypeVar
 
 import aiohttp
 import pytest
@@ -60,6 +61,49 @@ async def serve_app(app: web.Application) -> AsyncIterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         await runner.cleanup()
+
+
+_T = TypeVar("_T")
+
+
+async def on_virtual_time(clock: FakeClock, fake: FakeAurousServer, work: Awaitable[_T], *,
+                          real_limit: float = 20.0) -> _T:
+    """Run ``work`` while ``clock`` jumps from timer to timer — but only once every
+    request over loopback has been answered, so a round trip takes no virtual time and
+    the outcome cannot depend on how busy the machine is (scaled real time turns a
+    millisecond of scheduling noise into an API second)."""
+    task = asyncio.ensure_future(work)
+    give_up = time.monotonic() + real_limit
+    while not task.done():
+        if time.monotonic() > give_up:  # a hang guard, not a measurement
+            task.cancel()
+            raise AssertionError(f"not done after {real_limit} s of real time")
+        await _settle(fake)
+        due = clock.next_deadline()
+        if task.done():
+            break
+        if due is None:
+            # Nothing scheduled on the clock: the work waits on real I/O alone.
+            await asyncio.sleep(0.001)
+            continue
+        await clock.advance(max(0.0, due - clock.monotonic()))
+    return await task
+
+
+async def _settle(fake: FakeAurousServer) -> None:
+    """Yield until no request is in progress at ``fake`` and none arrived over two
+    rounds of loop passes (a request on its way is a few passes from the server)."""
+    quiet, seen = 0, -1
+    while quiet < 2:
+        for _ in range(20):
+            await asyncio.sleep(0)
+        arrived = len(fake.requests)
+        if fake.requests_in_progress or arrived != seen:
+            quiet, seen = 0, arrived
+            if fake.requests_in_progress:
+                await asyncio.sleep(0.0005)  # a handler waits on real I/O
+        else:
+            quiet += 1
 
 
 def sdk_tasks() -> list[asyncio.Task[Any]]:

@@ -10,6 +10,8 @@ import aurous_async as aa
 from aurous_async.testing import FakeAurousServer, FakeClock, ScaledClock, SystemClock
 from aurous_async.testing.pytest_plugin import FIXTURE_TIME_SCALE
 
+from .conftest import on_virtual_time
+
 
 async def test_a_wait_under_the_fixture_is_fast(fake_aurous: FakeAurousServer) -> None:
     """Guards: a fixture test waiting out a synthesis in real seconds (54 s in issue 16).
@@ -23,17 +25,26 @@ async def test_a_wait_under_the_fixture_is_fast(fake_aurous: FakeAurousServer) -
     assert time.perf_counter() - started < 2.0
 
 
-async def test_client_and_fake_agree_on_the_buckets(fake_aurous: FakeAurousServer) -> None:
-    """Guards: a session that does not pace to the fake's buckets (pacing off, other
-    limits, another clock): 20 resynthesizes are 12 of burst and 8 paced at 6 a minute,
-    and none of them may meet a 429."""
-    ids = [fake_aurous.add_character(status="ready") for _ in range(20)]
-    async with fake_aurous.session() as s:
-        results = [r async for r in s.characters.resynthesize_many(ids)]
+async def test_client_and_fake_agree_on_the_buckets(clock: FakeClock) -> None:
+    """Guards: a session from ``fake.session()`` that does not pace to the fake's buckets
+    (pacing off, other limits, another clock): 20 resynthesizes are 12 of burst and 8
+    paced at 6 a minute, and none of them may meet a 429. On virtual time, where a round
+    trip takes none of it, so the pacing is exact: 8 refills are 80 API seconds."""
+    async with FakeAurousServer(clock=clock, synthesis_seconds=45) as fake:
+        ids = [fake.add_character(status="ready") for _ in range(20)]
+        async with fake.session() as s:
+
+            async def resynthesize_all() -> list[aa.BatchResult]:
+                return [r async for r in s.characters.resynthesize_many(ids)]
+
+            results = await on_virtual_time(clock, fake, resynthesize_all())
+            posts = [r.at for r in fake.requests if r.route.endswith("/resynthesize")]
     assert sorted(r.character_id for r in results) == sorted(ids)
-    assert dict(fake_aurous.rate_limited) == {}
+    assert dict(fake.rate_limited) == {}
     assert all(r.ok for r in results), [repr(r.error) for r in results if not r.ok]
-    assert len(fake_aurous.ledger) == 20
+    assert len(fake.ledger) == 20
+    assert len(posts) == 20
+    assert posts[-1] - posts[0] == pytest.approx(80, abs=1e-6)
 
 
 def test_the_fixture_runs_on_fast_time_by_default(fake_aurous: FakeAurousServer) -> None:

@@ -109,6 +109,14 @@ class Pipeline:
         """The aiohttp middleware: everything but ``/v1/`` passes straight through."""
         if not request.path.startswith("/v1/"):
             return await handler(request)
+        self.state.requests_in_progress += 1
+        try:
+            return await self._handle(request, handler)
+        finally:
+            self.state.requests_in_progress -= 1
+
+    async def _handle(self, request: web.Request,
+                      handler: _AiohttpHandler) -> web.StreamResponse:
         state = self.state
         request_id = new_id("req", state.clock.time())
         resource = request.match_info.route.resource
@@ -118,6 +126,7 @@ class Pipeline:
         record = RecordedRequest(
             method=request.method, path=request.path, route=route, query=dict(request.query),
             headers=dict(request.headers), body=raw_body, request_id=request_id,
+            at=state.clock.monotonic(),
         )
         if state.keep_request_log:
             state.requests.append(record)

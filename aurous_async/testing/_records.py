@@ -188,6 +188,8 @@ class RecordedRequest:
     bucket: str | None = None
     fault: str | None = None
     replayed: bool = False
+    #: When it arrived, on the fake's clock (``monotonic()``): pacing is checkable.
+    at: float = 0.0
 
     def json(self) -> Any:
         """The body parsed as JSON (``None`` when empty)."""

@@ -113,6 +113,8 @@ class FakeAurousServer:
     ledger: _OnState[list[Charge]] = _OnState()
     #: How many 429s each bucket answered.
     rate_limited: _OnState[collections.Counter[str]] = _OnState()
+    #: ``/v1/`` requests read and not yet answered.
+    requests_in_progress: _OnState[int] = _OnState()
     #: ``http://HOST:PORT`` once started, ``""`` before.
     base_url: _OnState[str] = _OnState()
 

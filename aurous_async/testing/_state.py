@@ -100,6 +100,9 @@ class FakeState:
         self.ledger: list[Charge] = []
         #: 429 answers per bucket name.
         self.rate_limited: collections.Counter[str] = collections.Counter()
+        #: ``/v1/`` requests read and not yet answered (a test driving a FakeClock waits
+        #: for none before it moves time, so a round trip takes no virtual time).
+        self.requests_in_progress = 0
         #: Where the server listens (``""`` until started); signed URLs point there.
         self.base_url = ""
         self.listeners: list[SynthesisListener] = []
