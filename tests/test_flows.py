@@ -15,7 +15,7 @@ from aurous_async._polling import DurationEstimate, PollScheduler
 from aurous_async._watch import watch_character
 from aurous_async.testing import FakeAurousServer, FakeClock, ScaledClock
 
-from .conftest import sdk_tasks
+from .conftest import on_virtual_time, sdk_tasks
 
 S = aa.CharacterStatus
 RESYNTH = "POST /v1/characters/{character_id}/resynthesize"
@@ -134,28 +134,29 @@ async def test_two_watchers_of_one_id_share_gets(fs: aa.AurousSession, ffake: Fa
     assert gets == max(a[-1].polls, b[-1].polls)  # one GET served both watchers
 
 
-async def test_500_watchers_stay_within_the_get_budget(fast: ScaledClock) -> None:
-    async with FakeAurousServer(clock=fast, synthesis_seconds=60) as fake:
+async def test_500_watchers_stay_within_the_get_budget(clock: FakeClock) -> None:
+    """Guards: watchers that trip the GET bucket, or starve some ids. Virtual time."""
+    async with FakeAurousServer(clock=clock, synthesis_seconds=60) as fake:
         ids = [fake.add_character(status="synthesizing") for _ in range(500)]
-        async with aa.AurousSession(fake.api_key, base_url=fake.base_url, clock=fast) as s:
-            results = await asyncio.gather(*(s.characters.wait(cid) for cid in ids))
+        async with aa.AurousSession(fake.api_key, base_url=fake.base_url, clock=clock) as s:
+            results = await on_virtual_time(
+                clock, fake, asyncio.gather(*(s.characters.wait(cid) for cid in ids)))
     assert fake.rate_limited == {}
     assert {c.status for c in results} == {S.REVIEWING}
     gets = fake.requests_to(GET_ONE)
     assert {r.path.rsplit("/", 1)[1] for r in gets} == set(ids)  # nobody starved
 
 
-async def test_policy_controls_the_schedule() -> None:
-    # 100x only: round trips of real time must stay small next to the 5 s interval.
-    clock = ScaledClock(100)
-    async with FakeAurousServer(clock=clock, synthesis_seconds=30) as fake:
+async def test_policy_controls_the_schedule(clock: FakeClock) -> None:
+    """Guards: a watch that ignores its PollPolicy. Virtual time, so the count is exact."""
+    async with FakeAurousServer(clock=clock, synthesis_seconds=30, synthesis_jitter=0) as fake:
+        start = clock.monotonic()
         cid = fake.add_character(status="synthesizing")
         policy = aa.PollPolicy(interval=5.0, max_interval=5.0, multiplier=1.0, jitter=0.0)
         async with aa.AurousSession(fake.api_key, base_url=fake.base_url, clock=clock, poll=policy) as s:
-            await s.characters.wait(cid)
-        # 30 s of synthesis seen every 5 s: the initial GET, then 6 more (one fewer if
-        # the round trips add up past the finish line).
-        assert len(fake.requests_to(GET_ONE)) in (6, 7)
+            await on_virtual_time(clock, fake, s.characters.wait(cid))
+        # 30 s of synthesis seen every 5 s: the first GET at 0 s, then one at 5, 10 … 30 s.
+        assert [r.at - start for r in fake.requests_to(GET_ONE)] == [0, 5, 10, 15, 20, 25, 30]
 
 
 def test_poll_policy_validation_and_delays() -> None:
@@ -174,10 +175,18 @@ def test_poll_policy_validation_and_delays() -> None:
 # -- resynthesize_many ------------------------------------------------------------------------
 
 
-async def test_many_yields_each_as_completed_in_dispatch_order(fs: aa.AurousSession, ffake: FakeAurousServer) -> None:
-    ids = [ffake.add_character() for _ in range(20)]
-    snapshots: list[aa.BatchProgress] = []
-    results = [r async for r in fs.characters.resynthesize_many(ids, auto_save=True, progress=snapshots.append)]
+async def test_many_yields_each_as_completed_in_dispatch_order(clock: FakeClock) -> None:
+    """Virtual time: the no-429 check must not depend on the machine's load."""
+    async with FakeAurousServer(clock=clock, synthesis_seconds=30) as ffake, \
+            aa.AurousSession(ffake.api_key, base_url=ffake.base_url, clock=clock) as s:
+        ids = [ffake.add_character() for _ in range(20)]
+        snapshots: list[aa.BatchProgress] = []
+
+        async def run() -> list[aa.BatchResult]:
+            return [r async for r in s.characters.resynthesize_many(
+                ids, auto_save=True, progress=snapshots.append)]
+
+        results = await on_virtual_time(clock, ffake, run())
     assert sorted(r.character_id for r in results) == sorted(ids)
     assert all(r.ok and r.character is not None and r.character.status is S.READY for r in results)
     # Sent in the order given (the order tokens were granted: twelve concurrent POSTs may
