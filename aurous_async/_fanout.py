@@ -15,9 +15,7 @@ once), and a charged character is watched through the outage by the poll schedul
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from types import TracebackType
-from typing import Any
 
 from ._fanout_run import FanOutRun
 from ._models import BatchProgress, BatchResult
@@ -36,10 +34,10 @@ class FanOut:
     A run nobody references any more (a loop left with ``break``) is cancelled too.
     """
 
-    def __init__(self, ids: Sequence[str], **options: Any) -> None:
+    def __init__(self, run: FanOutRun) -> None:
         # The engine's tasks reference the engine, never this handle: when the caller
         # drops the handle, __del__ can end the run, as an async generator's would.
-        self._run = FanOutRun(ids, **options)
+        self._run = run
 
     def __aiter__(self) -> FanOut:
         return self

@@ -11,6 +11,7 @@ from .._batch_journal import BatchJournal, NoJournal
 from .._context import deadline_scope
 from .._errors import AurousError, WatchTimeoutError
 from .._fanout import FanOut
+from .._fanout_run import FanOutRun
 from .._inflight import InFlight, OwnerLeft, await_joined
 from .._journal import check_batch_name
 from .._journal_batch import Journal
@@ -300,7 +301,7 @@ class CharacterFlows:
                 raise TypeError("journal must be a SQLiteJournal, a RedisJournal or another "
                                 "Journal")
             recorder = BatchJournal(journal, check_batch_name(batch), parts.clock)
-        return FanOut(
+        return FanOut(FanOutRun(
             id_list, resynthesize=self._resynthesize_call, get=self.get, save=self.save,
             scheduler=parts.scheduler, journal=recorder,
             clock=parts.clock, force_all=force_all, auto_save=auto_save,
@@ -310,7 +311,7 @@ class CharacterFlows:
             min_time_left=margin if margin is not None
             else parts.scheduler.estimate.value or TYPICAL_SYNTHESIS,
             leftover_saves=parts.saves, inflight=parts.inflight,
-        )
+        ))
 
 
 async def _raising_on_failure(updates: AsyncIterator[StatusUpdate]) -> AsyncIterator[StatusUpdate]:
