@@ -297,26 +297,30 @@ async def test_cancelling_the_consumer_cancels_everything(fs: aa.AurousSession, 
     assert fs.watched == 0
 
 
-async def test_aclose_during_a_fan_out_ends_it_promptly(ffake: FakeAurousServer, fast: ScaledClock) -> None:
-    ids = [ffake.add_character() for _ in range(30)]
-    s = aa.AurousSession(ffake.api_key, base_url=ffake.base_url, clock=fast)
-    results: list[aa.BatchResult] = []
+async def test_aclose_during_a_fan_out_ends_it_promptly(clock: FakeClock) -> None:
+    async with FakeAurousServer(clock=clock, synthesis_seconds=30) as ffake:
+        ids = [ffake.add_character() for _ in range(30)]
+        s = aa.AurousSession(ffake.api_key, base_url=ffake.base_url, clock=clock)
+        results: list[aa.BatchResult] = []
 
-    async def consume() -> None:
-        async for r in s.characters.resynthesize_many(ids):
-            results.append(r)
+        async def consume() -> None:
+            async for r in s.characters.resynthesize_many(ids):
+                results.append(r)
 
-    task = asyncio.create_task(consume())
-    await asyncio.sleep(0.05)
-    await asyncio.wait_for(s.aclose(), timeout=2)
-    await asyncio.wait_for(task, timeout=2)
+        task = asyncio.create_task(consume())
+        # 50 API seconds in: 12 sent at once (finished at 30 s), 5 more paced (still
+        # synthesizing), 13 waiting for tokens.
+        await on_virtual_time(clock, ffake, clock.sleep(50))
+        await asyncio.wait_for(s.aclose(), timeout=2)
+        await asyncio.wait_for(task, timeout=2)
+        charged = {c.character_id for c in ffake.ledger}
     assert len(results) == 30
-    # Closing mid-batch ends what was still running with SessionClosedError (at x1000 a
-    # 30-id batch takes minutes of API time, so some were surely still running).
+    assert len(charged) == 17
+    # Closing mid-batch ends what was still running with SessionClosedError.
     closed = [r for r in results if not r.ok]
+    assert len(closed) == 18
     assert closed and all(isinstance(r.error, aa.SessionClosedError) for r in closed)
     # A charged id says so (key, last state); an unsent one says it was not charged.
-    charged = {c.character_id for c in ffake.ledger}
     for result in closed:
         assert result.error is not None
         if result.character_id in charged:
