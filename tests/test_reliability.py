@@ -41,12 +41,13 @@ class LoopErrors:
 async def test_fault_soak_500_flows() -> None:
     """500 resynthesize-and-wait flows while ~20% of answers are faulted.
 
-    Time runs 50x and the buckets 100x their documented rates (the same on both sides):
-    a slow answer of 1.5 real seconds is then 75 API seconds, slower than the client's
-    1 s (50 API seconds) attempt timeout, and 500 flows fit in seconds. (The timeout is
-    real time: generous enough that a loaded machine does not trip it on normal answers.)
+    Time runs 100x and the buckets 100x their documented rates (the same on both sides):
+    a slow answer of 0.75 real seconds is then 75 API seconds, slower than the client's
+    0.5 s (50 API seconds) attempt timeout, and 500 flows fit in about two seconds. (The
+    timeout is real time: generous enough that a loaded machine does not trip it on
+    normal answers; one that did would only be retried under its key, like a slow one.)
     """
-    clock = ScaledClock(50)
+    clock = ScaledClock(100)
     server_buckets = {"characters_synthesize": BucketLimit(600, 50),
                       "characters_post": BucketLimit(3000, 300),
                       "characters_get": BucketLimit(12_000, 500)}
@@ -63,13 +64,13 @@ async def test_fault_soak_500_flows() -> None:
             Fault(FaultKind.DROP, probability=0.05),
             Fault(FaultKind.HTML_502, probability=0.04),
             Fault(FaultKind.JSON_503, probability=0.04),
-            Fault(FaultKind.SLOW, probability=0.03, delay=1.5),
+            Fault(FaultKind.SLOW, probability=0.03, delay=0.75),
             Fault(FaultKind.BROKEN_JSON, probability=0.05),
         ])
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             async with aa.AurousSession(fake.api_key, base_url=fake.base_url, clock=clock,
-                                        timeout=1.0, max_retries=4, rate_limits=limits) as s:
+                                        timeout=0.5, max_retries=4, rate_limits=limits) as s:
 
                 async def flow(cid: str) -> aa.Character | aa.AurousError:
                     try:
@@ -86,6 +87,7 @@ async def test_fault_soak_500_flows() -> None:
             gc.collect()
             await asyncio.sleep(0.05)
         faults_fired = sum(rule.fired for rule in fake.faults._rules)
+        answered = fake.faults._rules[0].seen  # every rule counts every request
     finals = [o for o in outcomes if isinstance(o, aa.Character)]
     errors = [o for o in outcomes if isinstance(o, aa.AurousError)]
     assert len(finals) + len(errors) == 500  # every flow ended, nothing else escaped
@@ -100,7 +102,12 @@ async def test_fault_soak_500_flows() -> None:
         assert charges <= 1, cid
         if isinstance(outcome, aa.Character):
             assert charges == 1
-    assert faults_fired > 400  # the soak really was faulty
+    # The soak really was faulty: a resynthesize, a poll and a save per flow at least,
+    # and about 21% of all answers faulted. (How many polls a flow makes depends on how
+    # much API time each round trip takes, so the count of faults alone would depend
+    # on the machine's load.)
+    assert answered >= 3 * 500
+    assert faults_fired > 0.15 * answered, (faults_fired, answered)
     assert sdk_tasks() == []
     messages = [str(w.message) for w in caught]
     assert not [m for m in messages if "nclosed" in m or "never retrieved" in m], messages
