@@ -198,6 +198,12 @@ class TokenState:
 
     def wake_all(self) -> None:
         """Let every loop's queue hand out what tokens there are now."""
+        if not self.waiting:
+            # Nobody queues in any loop (the common case, after every answer): skip the
+            # walk over the loops' queues. Read without the lock: a caller queueing
+            # meanwhile sees this state, changed under the lock before, and arms its own
+            # timer from it.
+            return
         with self.lock:
             queues = list(self._queues.values())
         if not queues:
