@@ -1,4 +1,10 @@
-"""Every example in README.md runs, against the fake server, as a user would run it."""
+"""Every example in README.md runs against the fake server.
+
+The scripts and the web app run in this process, exactly as written, except that a
+session they make runs on the fake's 1000x clock (as ``fake.session()`` gives it), so
+their polls take milliseconds instead of real seconds. The Redis script runs as a user
+runs it: in a fresh interpreter, on real time. The pytest and FastAPI examples run as
+user suites, in a pytest of their own."""
 
 from __future__ import annotations
 
@@ -8,9 +14,11 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+import aurous_async as aa
 from aurous_async.testing import FakeAurousServer
 
 pytest_plugins = ["pytester"]
@@ -41,19 +49,42 @@ def env_for(fake: FakeAurousServer, **extra: str) -> dict[str, str]:
     return {**env, "AUROUS_API_KEY": fake.api_key, "AUROUS_BASE_URL": fake.base_url, **extra}
 
 
+@pytest.fixture
+def in_process(fake: FakeAurousServer, monkeypatch: pytest.MonkeyPatch,
+               capsys: pytest.CaptureFixture[str]) -> Any:
+    """Runs an example as a script in this process (``__name__ == "__main__"``) with
+    ``env_for(fake, **extra)`` as its environment and every session it makes on the
+    fake's clock; returns what it printed (stdout, stderr)."""
+
+    class OnTheFakesClock(aa.AurousSession):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            kwargs.setdefault("clock", fake.clock)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(aa, "AurousSession", OnTheFakesClock)
+
+    def run(code: str, **extra: str) -> tuple[str, str]:
+        for name in [name for name in os.environ if name.startswith("AUROUS_")]:
+            monkeypatch.delenv(name)
+        for name, value in env_for(fake, **extra).items():
+            monkeypatch.setenv(name, value)
+        capsys.readouterr()
+        exec(compile(code, "README.md", "exec"), {"__name__": "__main__"})
+        return capsys.readouterr()
+
+    return run
+
+
 @pytest.mark.parametrize("index", range(3))
-def test_script_examples_run(fake: FakeAurousServer, index: int) -> None:
+def test_script_examples_run(fake: FakeAurousServer, in_process: Any, index: int) -> None:
     ids = [fake.add_character(name=f"seed {i}") for i in range(4)]
-    result = subprocess.run([sys.executable, "-c", examples("script")[index]],
-                            env=env_for(fake, CHARACTER_ID=ids[0]), capture_output=True,
-                            text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-    assert "Traceback" not in result.stderr
-    assert result.stdout.strip()
+    out, err = in_process(examples("script")[index], CHARACTER_ID=ids[0])
+    assert "Traceback" not in err and "never retrieved" not in err, err
+    assert out.strip()
     assert fake.rate_limited == {}
 
 
-async def test_web_example_serves_a_resynthesize(fake: FakeAurousServer,
+async def test_web_example_serves_a_resynthesize(fake: FakeAurousServer, in_process: Any,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     from aiohttp.test_utils import TestClient, TestServer
 
@@ -70,9 +101,14 @@ async def test_web_example_serves_a_resynthesize(fake: FakeAurousServer,
         assert missing.status == 502
 
 
+# What a user suite without pytest-asyncio settings is told (in a pytest of its own).
+USER_SUITE_WARNING = "ignore:The configuration option \"asyncio_default_fixture_loop_scope\""
+
+
+@pytest.mark.filterwarnings(USER_SUITE_WARNING)
 def test_pytest_example_passes_in_a_user_suite(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_readme_example=examples("pytest")[0])
-    result = pytester.runpytest_subprocess("-p", "asyncio", "-q")
+    result = pytester.runpytest_inprocess("-p", "asyncio", "-q")
     result.assert_outcomes(passed=2)
 
 
@@ -85,22 +121,22 @@ def test_redis_example_runs(fake: FakeAurousServer, redis_url: str) -> None:
     assert result.stdout.strip() == "synthesizing"
 
 
+@pytest.mark.filterwarnings(USER_SUITE_WARNING)
 def test_fastapi_example_passes_with_the_fixture(pytester: pytest.Pytester) -> None:
     """The FastAPI app returns models as JSON and streams queued-then-each-status, tested
     with the fake_aurous fixture as its README says."""
     pytester.makepyfile(test_fastapi_example=examples("fastapi")[0])
-    result = pytester.runpytest_subprocess("-p", "asyncio", "-q")
+    result = pytester.runpytest_inprocess("-p", "asyncio", "-q")
     result.assert_outcomes(passed=2)
 
 
-def test_journal_example_resumes_from_the_journal(fake: FakeAurousServer,
+def test_journal_example_resumes_from_the_journal(fake: FakeAurousServer, in_process: Any,
                                                   tmp_path: Path) -> None:
     ids = [fake.add_character() for _ in range(3)]
-    env = env_for(fake, CHARACTER_IDS=",".join(ids), JOURNAL=str(tmp_path / "refresh.db"))
-    runs = [subprocess.run([sys.executable, "-c", examples("journal")[0]], env=env,
-                           capture_output=True, text=True, timeout=120) for _ in range(2)]
-    assert all(run.returncode == 0 for run in runs), [run.stderr for run in runs]
-    first, second = (run.stdout.splitlines() for run in runs)
+    env = {"CHARACTER_IDS": ",".join(ids), "JOURNAL": str(tmp_path / "refresh.db")}
+    runs = [in_process(examples("journal")[0], **env) for _ in range(2)]
+    assert all("Traceback" not in err for _, err in runs), [err for _, err in runs]
+    first, second = (out.splitlines() for out, _ in runs)
     assert len(first) == len(second) == 3
     assert not any("(journal)" in line for line in first)
     assert all(line.endswith("(journal)") for line in second)
