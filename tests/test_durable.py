@@ -112,12 +112,17 @@ _RUNNER = textwrap.dedent("""
     import asyncio, sys
     import aurous_async as aa
 
+    class Later(aa.SystemClock):
+        # The journal's Unix time, ahead by the lease lives of the runners killed before.
+        def time(self) -> float:
+            return super().time() + float(sys.argv[4])
+
     async def main() -> None:
-        base_url, key, store, *ids = sys.argv[1:]
+        base_url, key, store, _, *ids = sys.argv[1:]
         if store.startswith("redis://"):
-            journal = aa.RedisJournal.from_url(store, prefix="aurous:kill-test", lease_ttl=0.5)
+            journal = aa.RedisJournal.from_url(store, prefix="aurous:kill-test")
         else:
-            journal = aa.SQLiteJournal(store, lease_ttl=0.5)
+            journal = aa.SQLiteJournal(store, clock=Later())
         async with journal, aa.AurousSession(key, base_url=base_url, timeout=3600,
                                              clock=aa.ScaledClock(200)) as s:
             async for r in s.characters.resynthesize_many(ids, auto_save=True,
@@ -126,14 +131,17 @@ _RUNNER = textwrap.dedent("""
 
     asyncio.run(main())
 """)
+LEASE_TTL = 30.0  # the journals' default
 
 
 async def _run_until(fake: FakeAurousServer, store: str, ids: list[str],
-                     kill_after_charges: int | None) -> int:
-    """Run the batch in a child process; SIGKILL it once the fake has charged
-    ``kill_after_charges`` (None: let it finish). Returns its exit code."""
+                     kill_after_charges: int | None, life: int) -> int:
+    """Run the batch in a child process, the ``life``-th runner of the batch; SIGKILL it
+    once the fake has charged ``kill_after_charges`` (None: let it finish). Returns its
+    exit code."""
+    later = life * (LEASE_TTL + 1)
     child = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", _RUNNER, fake.base_url, fake.api_key, store, *ids,
+        sys.executable, "-c", _RUNNER, fake.base_url, fake.api_key, store, str(later), *ids,
         stdout=asyncio.subprocess.DEVNULL)
     if kill_after_charges is not None:
         for _ in range(6000):
@@ -145,16 +153,32 @@ async def _run_until(fake: FakeAurousServer, store: str, ids: list[str],
     return await asyncio.wait_for(child.wait(), timeout=120)
 
 
+async def _lapse_the_lease(store: str) -> None:
+    """Let the lease of a killed runner lapse without waiting ``LEASE_TTL``: a SQLite
+    runner's journal reads Unix time that much later each life (see ``_RUNNER``); Redis
+    expires the lease key (``{prefix}:{<batch>}:lease``) as its TTL would."""
+    if store.startswith("redis://"):
+        import redis.asyncio as aioredis
+
+        client = aioredis.Redis.from_url(store)
+        try:
+            # (No key: the runner released its lease before the kill landed.)
+            await client.pexpire("aurous:kill-test:{kill}:lease", 1)
+        finally:
+            await client.aclose()
+
+
 async def _kill_and_resume(store: str, kill_points: list[int]) -> None:
     clock = ScaledClock(200)
     async with FakeAurousServer(clock=clock, synthesis_seconds=30) as fake:
         ids = [fake.add_character() for _ in range(14)]
         # A paid POST held by the server after it charged: the kill can land right there.
         fake.faults.add(Fault(FaultKind.SLOW, route=RESYNTH, every=4, delay=0.2))
-        for point in kill_points:
-            await _run_until(fake, store, ids, point)
-            await asyncio.sleep(0.6)  # the killed runner's lease lapses (lease_ttl 0.5)
-        assert await _run_until(fake, store, ids, None) == 0
+        for life, point in enumerate(kill_points):
+            # Killed mid-batch (not refused the batch, nor finished before the kill).
+            assert await _run_until(fake, store, ids, point, life) == -signal.SIGKILL
+            await _lapse_the_lease(store)
+        assert await _run_until(fake, store, ids, None, len(kill_points)) == 0
         # Every id charged exactly once, under one key, and saved.
         for cid in ids:
             charges = fake.charges_for(cid)
