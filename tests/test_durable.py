@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import sys
 import textwrap
 from pathlib import Path
 
@@ -14,6 +13,8 @@ import pytest
 
 import aurous_async as aa
 from aurous_async.testing import FakeAurousServer, Fault, FaultKind, ScaledClock
+
+from .fork_worker import spawn
 
 RESYNTH = "POST /v1/characters/{character_id}/resynthesize"
 
@@ -136,13 +137,11 @@ LEASE_TTL = 30.0  # the journals' default
 
 async def _run_until(fake: FakeAurousServer, store: str, ids: list[str],
                      kill_after_charges: int | None, life: int) -> int:
-    """Run the batch in a child process, the ``life``-th runner of the batch; SIGKILL it
-    once the fake has charged ``kill_after_charges`` (None: let it finish). Returns its
-    exit code."""
+    """Run the batch in a child process (a fork of a Python that has imported the SDK:
+    see ``fork_worker``), the ``life``-th runner of the batch; SIGKILL it once the fake
+    has charged ``kill_after_charges`` (None: let it finish). Returns its exit code."""
     later = life * (LEASE_TTL + 1)
-    child = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", _RUNNER, fake.base_url, fake.api_key, store, str(later), *ids,
-        stdout=asyncio.subprocess.DEVNULL)
+    child = await spawn(_RUNNER, fake.base_url, fake.api_key, store, str(later), *ids)
     if kill_after_charges is not None:
         for _ in range(6000):
             if len(fake.ledger) >= kill_after_charges or child.returncode is not None:

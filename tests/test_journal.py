@@ -11,7 +11,6 @@ import asyncio
 import os
 import signal
 import sqlite3
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -33,6 +32,8 @@ from aurous_async._journal import (
 )
 from aurous_async._journal_batch import StoredJournal
 from aurous_async._journal_sqlite import SQLiteJournal, _transaction
+
+from .fork_worker import spawn
 
 P, SENDING, SENT, DONE, FAILED = (JournalState.PENDING, JournalState.SENDING, JournalState.SENT,
                                   JournalState.DONE, JournalState.FAILED)
@@ -556,10 +557,9 @@ RANK = {"pending": 0, "sending": 1, "sent": 2, "done": 3}
 
 async def run_child(kind: str, where: str, prefix: str, mode: str,
                     kill_after: int | None = None) -> dict[str, str]:
-    """Run CHILD until it dies; returns the last write it acknowledged per id."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", CHILD, kind, where, prefix, mode,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    """Run CHILD until it dies; returns the last write it acknowledged per id. (A fork
+    of a Python that has imported the SDK: see ``fork_worker``.)"""
+    proc = await spawn(CHILD, kind, where, prefix, mode)
     acked: dict[str, str] = {}
     assert proc.stdout is not None
     for _ in range(kill_after or 0):
