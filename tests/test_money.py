@@ -96,9 +96,10 @@ async def test_a_cancelled_consumer_leaks_no_task(ffake: FakeAurousServer, fast:
 
 # -- 2. buckets shared across threads and event loops --------------------------------------
 
-# Fast buckets, the same on both sides, so the sharing shows within a second.
-SERVER_FAST = {"characters_synthesize": BucketLimit(600, 4)}
-CLIENT_FAST = aa.RateLimits(characters_synthesize=aa.RateLimit(600, 60.0, 4))
+# Fast buckets, the same on both sides, so the sharing shows within a third of a
+# second: 30 a second after a burst of 4 (12 calls: 8 refills, ~0.27 s).
+SERVER_FAST = {"characters_synthesize": BucketLimit(1800, 4)}
+CLIENT_FAST = aa.RateLimits(characters_synthesize=aa.RateLimit(1800, 60.0, 4))
 
 
 def _run_in_loop(fake: FakeAurousServer, ids: list[str], limits: aa.RateLimits,
