@@ -13,7 +13,14 @@ import pytest
 import aurous_async as aa
 from aurous_async._polling import PollScheduler
 from aurous_async._watch import watch_character
-from aurous_async.testing import FakeAurousServer, FakeClock, Fault, FaultKind, ScaledClock
+from aurous_async.testing import (
+    BucketLimit,
+    FakeAurousServer,
+    FakeClock,
+    Fault,
+    FaultKind,
+    ScaledClock,
+)
 
 from .conftest import sdk_tasks
 
@@ -28,12 +35,16 @@ async def test_an_api_restart_mid_batch_fails_no_charged_id() -> None:
     """Defect guarded: a 5 s API restart ended a 40-id fan-out with every id failed (14
     already charged), and re-running the failed ids charged those 14 twice."""
     clock = ScaledClock(100)
-    fake = FakeAurousServer(clock=clock, synthesis_seconds=30)
+    # The burst of 12, then a token a second (not every 10 s) on both sides: the 8 ids
+    # past the burst wait 8 API s for tokens, not 80 (0.8 real s).
+    fake = FakeAurousServer(clock=clock, synthesis_seconds=30,
+                            buckets={"characters_synthesize": BucketLimit(60, 12)})
+    limits = aa.RateLimits(characters_synthesize=aa.RateLimit(60, 60.0, 12))
     await fake.start()
     try:
         ids = [fake.add_character() for _ in range(20)]
         async with aa.AurousSession(fake.api_key, base_url=fake.base_url, clock=clock,
-                                    timeout=0.5) as s:
+                                    timeout=0.5, rate_limits=limits) as s:
             results: list[aa.BatchResult] = []
 
             async def run() -> None:
