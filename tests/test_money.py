@@ -21,7 +21,7 @@ from aurous_async.testing import (
     ScaledClock,
 )
 
-from .conftest import sdk_tasks
+from .conftest import on_virtual_time, sdk_tasks
 
 RESYNTH = "POST /v1/characters/{character_id}/resynthesize"
 GET_ONE = "GET /v1/characters/{character_id}"
@@ -31,44 +31,57 @@ GET_ONE = "GET /v1/characters/{character_id}"
 
 
 async def test_a_bound_iterator_left_with_break_sends_no_more_paid_posts(
-    ffake: FakeAurousServer, fast: ScaledClock
+    fake: FakeAurousServer, clock: FakeClock
 ) -> None:
     """Defect guarded: `batch = resynthesize_many(ids); async for r in batch: break` kept
-    charging (12 at the break, 40 five API-minutes later) while `batch` stayed referenced."""
-    ids = [ffake.add_character() for _ in range(40)]
-    async with aa.AurousSession(ffake.api_key, base_url=ffake.base_url, clock=fast,
+    charging (12 at the break, 40 five API-minutes later) while `batch` stayed referenced.
+    On virtual time: the clock jumps from timer to timer once every request is answered."""
+    ids = [fake.add_character() for _ in range(40)]
+    async with aa.AurousSession(fake.api_key, base_url=fake.base_url, clock=clock,
                                 timeout=3600) as s:
         dispatched: list[tuple[bool, str | None]] = []
         left = False
         batch = s.characters.resynthesize_many(
             ids, progress=lambda p: dispatched.append((left, p.character_id))
             if p.state == "dispatched" else None)
-        async for _ in batch:
-            left = True
-            break
-        await asyncio.sleep(0.3)  # 300 API seconds: the bucket would allow 30 more
+
+        async def first_result() -> None:
+            nonlocal left
+            async for _ in batch:
+                left = True
+                break
+
+        await on_virtual_time(clock, fake, first_result())
+        # 300 API seconds: the bucket would allow 30 more.
+        await on_virtual_time(clock, fake, clock.sleep(300))
         assert batch is not None  # still referenced: no finaliser helped
         # POSTs already on the wire at the break land and are charged; none is sent after.
         assert [cid for after, cid in dispatched if after] == []
-        assert len(ffake.ledger) == len(dispatched) < len(ids)
-        assert len(ffake.requests_to(RESYNTH)) == len(dispatched)
+        assert len(fake.ledger) == len(dispatched) < len(ids)
+        assert len(fake.requests_to(RESYNTH)) == len(dispatched)
         await batch.aclose()
 
 
 async def test_the_batch_as_a_context_manager_cancels_everything_on_exit(
-    ffake: FakeAurousServer, fast: ScaledClock
+    fake: FakeAurousServer, clock: FakeClock
 ) -> None:
-    ids = [ffake.add_character() for _ in range(20)]
-    async with aa.AurousSession(ffake.api_key, base_url=ffake.base_url, clock=fast,
+    """On virtual time, as above: nothing is sent in the 200 API seconds after the exit."""
+    ids = [fake.add_character() for _ in range(20)]
+    async with aa.AurousSession(fake.api_key, base_url=fake.base_url, clock=clock,
                                 timeout=3600) as s:
-        async with s.characters.resynthesize_many(ids) as batch:
-            async for _ in batch:
-                break
+
+        async def leave_at_once() -> None:
+            async with s.characters.resynthesize_many(ids) as batch:
+                async for _ in batch:
+                    break
+
+        await on_virtual_time(clock, fake, leave_at_once())
         assert sdk_tasks() == [] or all("poll scheduler" in t.get_name() for t in sdk_tasks())
-        await asyncio.sleep(0.02)  # a POST cancelled on the wire may still land
-        sent = len(ffake.requests_to(RESYNTH))
-        await asyncio.sleep(0.2)
-        assert len(ffake.requests_to(RESYNTH)) == sent
+        # A POST cancelled on the wire may still land.
+        await on_virtual_time(clock, fake, clock.sleep(20))
+        sent = len(fake.requests_to(RESYNTH))
+        await on_virtual_time(clock, fake, clock.sleep(200))
+        assert len(fake.requests_to(RESYNTH)) == sent
 
 
 async def test_a_cancelled_consumer_leaks_no_task(ffake: FakeAurousServer, fast: ScaledClock) -> None:
