@@ -9,7 +9,7 @@ Redis, and never runs an event loop, a thread or a connection of its own. Each c
 a real process: SIGKILL ends it mid-write exactly as it would end a fresh interpreter.
 
 Run as ``python -m tests.fork_worker FD``, this module is the zygote. For each request
-(the code, the arguments and three pipe ends, passed over a Unix socket) it forks a
+(the code, the arguments and three or four pipe ends, passed over a Unix socket) it forks a
 supervisor, which forks the child, writes the child's pid to the status pipe, waits for
 it and writes its exit status.
 """
@@ -33,12 +33,32 @@ _ROOT = Path(__file__).resolve().parent.parent
 _MAX_REQUEST = 1 << 20
 
 
+class StdinPipe:
+    """The writing end of a child's stdin (small writes: they never block)."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+
+    def write(self, data: bytes) -> None:
+        os.write(self._fd, data)
+
+    async def drain(self) -> None:
+        pass
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
 class Child:
     """A child from :func:`spawn`: what these tests use of ``asyncio.subprocess.Process``."""
 
-    def __init__(self, pid: int, pipes: list[tuple[asyncio.StreamReader, asyncio.BaseTransport]]
-                 ) -> None:
+    def __init__(self, pid: int, pipes: list[tuple[asyncio.StreamReader, asyncio.BaseTransport]],
+                 stdin: StdinPipe | None = None) -> None:
         self.pid = pid
+        #: With ``spawn(..., stdin=True)``: what the child reads on its stdin.
+        self.stdin = stdin
         (self.stdout, _), (self.stderr, _), (status, _) = pipes
         self._transports = [transport for _, transport in pipes]
         #: The exit status once the child has ended (negative: the signal that ended it).
@@ -63,6 +83,8 @@ class Child:
         code = await asyncio.shield(self._ended)
         for transport in self._transports:
             transport.close()
+        if self.stdin is not None:
+            self.stdin.close()
         return code
 
     async def communicate(self) -> tuple[bytes, bytes]:
@@ -71,24 +93,31 @@ class Child:
         return out, err
 
 
-async def spawn(code: str, *args: str) -> Child:
-    """Run ``code`` with ``args`` as ``python -c code *args`` would, in a forked child."""
+async def spawn(code: str, *args: str, stdin: bool = False) -> Child:
+    """Run ``code`` with ``args`` as ``python -c code *args`` would, in a forked child
+    (its stdin a pipe the test writes to with ``stdin=True``, else ``/dev/null``)."""
     zygote = _zygote()
     ends = [os.pipe() for _ in range(3)]  # stdout, stderr, status
+    theirs = [write for _, write in ends]
+    stdin_read, stdin_write = os.pipe() if stdin else (-1, -1)
+    if stdin:
+        theirs.append(stdin_read)
     request = json.dumps({"code": code, "argv": ["-c", *args]}).encode()
     try:
         with zygote.lock:
-            socket.send_fds(zygote.sock, [request], [write for _, write in ends])
+            socket.send_fds(zygote.sock, [request], theirs)
     finally:
-        for _, write in ends:
-            os.close(write)
+        for fd in theirs:
+            os.close(fd)
     pipes = [await _reader(read) for read, _ in ends]
     line = await pipes[2][0].readline()
     if not line:
         for _, transport in pipes:
             transport.close()
+        if stdin:
+            os.close(stdin_write)
         raise RuntimeError("the zygote did not start the child")
-    return Child(int(line), pipes)
+    return Child(int(line), pipes, StdinPipe(stdin_write) if stdin else None)
 
 
 async def _reader(fd: int) -> tuple[asyncio.StreamReader, asyncio.BaseTransport]:
@@ -144,7 +173,7 @@ def _serve(fd: int) -> None:
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # supervisors are reaped by the kernel
     sock.send(b"ready")
     while True:
-        request, fds, _, _ = socket.recv_fds(sock, _MAX_REQUEST, 3)
+        request, fds, _, _ = socket.recv_fds(sock, _MAX_REQUEST, 4)
         if not request:
             return  # the test process closed its end
         if os.fork() == 0:
@@ -154,23 +183,25 @@ def _serve(fd: int) -> None:
             os.close(end)
 
 
-def _supervise(request: dict[str, object], out: int, err: int, status: int) -> None:
+def _supervise(request: dict[str, object], out: int, err: int, status: int,
+               stdin: int | None = None) -> None:
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # so that waitpid sees the child
     pid = os.fork()
     if pid == 0:
         os.close(status)
-        _run(request, out, err)
-    os.close(out)
-    os.close(err)
+        _run(request, out, err, stdin)
+    for fd in (out, err, stdin):
+        if fd is not None:
+            os.close(fd)
     os.write(status, f"{pid}\n".encode())
     _, wait_status = os.waitpid(pid, 0)
     os.write(status, f"{os.waitstatus_to_exitcode(wait_status)}\n".encode())
     os._exit(0)
 
 
-def _run(request: dict[str, object], out: int, err: int) -> None:
-    null = os.open(os.devnull, os.O_RDONLY)
-    for source, target in ((null, 0), (out, 1), (err, 2)):
+def _run(request: dict[str, object], out: int, err: int, stdin: int | None) -> None:
+    source_in = os.open(os.devnull, os.O_RDONLY) if stdin is None else stdin
+    for source, target in ((source_in, 0), (out, 1), (err, 2)):
         os.dup2(source, target)
         os.close(source)
     sys.argv = list(request["argv"])  # type: ignore[call-overload]

@@ -4,7 +4,6 @@ threads and event loops, restarts, charged calls that look failed, stuck POSTs."
 from __future__ import annotations
 
 import asyncio
-import sys
 import textwrap
 import threading
 
@@ -22,6 +21,7 @@ from aurous_async.testing import (
 )
 
 from .conftest import on_virtual_time, sdk_tasks
+from .fork_worker import spawn
 
 RESYNTH = "POST /v1/characters/{character_id}/resynthesize"
 GET_ONE = "GET /v1/characters/{character_id}"
@@ -182,9 +182,8 @@ async def test_a_restarted_process_trips_at_most_the_cold_start_probe() -> None:
     clock = ScaledClock(50)  # one token per 10 API s = 0.2 real s
     async with FakeAurousServer(clock=clock, buckets={"characters_synthesize": BucketLimit(6, 4)}) as fake:
         ids = [fake.add_character() for _ in range(7)]
-        child = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", _CHILD, fake.base_url, fake.api_key, *ids[3:],
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+        # A new process (forked from a Python that has imported the SDK: fork_worker).
+        child = await spawn(_CHILD, fake.base_url, fake.api_key, *ids[3:], stdin=True)
         assert child.stdin is not None and child.stdout is not None
         assert await asyncio.wait_for(child.stdout.readline(), 30) == b"ready\n"
         # The previous life: the server's bucket spent to the last token.
