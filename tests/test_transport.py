@@ -173,7 +173,8 @@ async def test_timeout_is_retried_with_the_same_key() -> None:
 
 
 async def test_timeout_surfaces_as_api_timeout_error(sfake: FakeAurousServer, auto_clock: FakeClock) -> None:
-    sfake.faults.add(Fault(FaultKind.SLOW, route="GET /v1/balance", delay=0.5))
+    # Held 0.25 s, over twice the 0.1 s timeout (the fake waits for it when it stops).
+    sfake.faults.add(Fault(FaultKind.SLOW, route="GET /v1/balance", delay=0.25))
     async with aa.AurousSession(sfake.api_key, base_url=sfake.base_url, clock=auto_clock,
                                 timeout=0.1, max_retries=1) as s:
         with pytest.raises(aa.APITimeoutError) as info:
