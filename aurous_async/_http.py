@@ -119,6 +119,9 @@ class HttpClient:
         self.closed = False
         self._proxies: dict[str, str] = {}
         self._proxy_for: dict[tuple[str, str], str | None] = {}
+        # The last timeout asked for, and aiohttp's object for it: nearly every attempt
+        # asks for the session's timeout, and making one costs about 1 µs.
+        self._timeout = aiohttp.ClientTimeout()
 
     def session(self) -> aiohttp.ClientSession:
         """The aiohttp session, created on first use (it must be made inside a loop)."""
@@ -159,7 +162,7 @@ class HttpClient:
                 method, url, params=params, data=data, headers=headers,
                 proxy=self._proxy(url) if self._proxies else None,
                 allow_redirects=False, raise_for_status=False,
-                timeout=aiohttp.ClientTimeout(total=timeout),
+                timeout=self._client_timeout(timeout),
             ) as response:
                 body = await self._read(response, secrets)
                 return HttpResponse(response.status, response.headers, body)
@@ -199,6 +202,11 @@ class HttpClient:
         # exception "being handled" until it next suspends.
         _raise_without_context(error)
 
+    def _client_timeout(self, seconds: float) -> aiohttp.ClientTimeout:
+        if self._timeout.total != seconds:
+            self._timeout = aiohttp.ClientTimeout(total=seconds)
+        return self._timeout
+
     def _proxy(self, url: URL | str) -> str | None:
         """The proxy for ``url`` from the environment read at start (``NO_PROXY`` kept)."""
         target = URL(url)
@@ -219,15 +227,18 @@ class HttpClient:
             "Content-Encoding"
         ):
             raise _too_large(response, cap, secrets)
+        content = response.content
         chunks: list[bytes] = []
         size = 0
         while True:
-            chunk = await response.content.read(_CHUNK)
+            chunk = await content.read(_CHUNK)
             if not chunk:
                 return b"".join(chunks)
             size += len(chunk)
             if size > cap:
                 raise _too_large(response, cap, secrets)
+            if not chunks and content.at_eof():
+                return chunk  # the whole body in one read: the common case
             chunks.append(chunk)
 
     async def aclose(self) -> None:

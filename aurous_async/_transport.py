@@ -119,7 +119,7 @@ class Transport:
         if call.method == "POST" and call.idempotency_key is None:
             call = attrs.evolve(call, idempotency_key=str(uuid.uuid4()))
         try:
-            response = await self._request(call, _Progress())
+            response = await self._request(call)
         except AurousError as error:
             if call.method == "POST":
                 _label_paid_error(error, call)
@@ -133,13 +133,14 @@ class Transport:
             sink.append(response)
         return response
 
-    async def _request(self, call: ApiCall, progress: _Progress) -> ApiResponse:
+    async def _request(self, call: ApiCall) -> ApiResponse:
         config, clock = self._config, self._clock
         deadline = current_deadline()
         waits: Any = None  # the backoff schedule, made only if a retry needs it
         in_flight_wait, in_flight_since = _IN_FLIGHT_START, math.nan
         confirmed = False  # the free reads of call.confirm have had their turn
         failures = 0  # attempts that count against max_retries
+        reached = False  # some attempt went out (the server may have acted on it)
         attempt = 0
         while True:
             attempt += 1
@@ -165,11 +166,11 @@ class Transport:
                 error = exc
             finally:
                 if sent.sent:
-                    progress.reached = True
+                    reached = True
                 elif limiter is not None:
                     # Cancelled or refused before a byte left: the token was not spent.
                     limiter.release(call.bucket)
-            error.may_have_been_processed = progress.reached and _may_have_acted(error)
+            error.may_have_been_processed = reached and _may_have_acted(error)
             wait: float | None
             if isinstance(error, IdempotencyKeyInUseError) and (attempt > 1 or call.resumed):
                 # Our own first attempt holds the key and is still running on the server.
@@ -357,25 +358,15 @@ class Transport:
             return
         if sent_at is None and status == 0:
             return  # nothing went out and nothing came back: nothing to learn
-        feedback = RateLimitFeedback(
-            remaining=_header_int(headers, "Remaining"),
-            reset=_header_number(headers, "Reset"),
-            retry_after=parse_retry_after(headers.get("Retry-After"), now=self._clock.time())
-            if status == 429 or "Retry-After" in headers else None,
-            limited=status == 429,
-            sent_at=sent_at,
-            received_at=self._clock.monotonic() if sent_at is not None else None,
-        )
-        limiter.observe(bucket, feedback)
-
-
-class _Progress:
-    """What the attempts of one call have shown so far."""
-
-    __slots__ = ("reached",)  # some attempt went out (the server may have acted on it)
-
-    def __init__(self) -> None:
-        self.reached = False
+        limited = status == 429
+        retry_after = None
+        if limited or "Retry-After" in headers:
+            retry_after = parse_retry_after(headers.get("Retry-After"), now=self._clock.time())
+        limiter.observe(bucket, RateLimitFeedback(
+            remaining=_header_int(headers, _REMAINING), reset=_header_number(headers, _RESET),
+            retry_after=retry_after, limited=limited, sent_at=sent_at,
+            received_at=None if sent_at is None else self._clock.monotonic(),
+        ))
 
 
 def _retryable(call: ApiCall, error: AurousError, sent: bool) -> bool:
@@ -428,9 +419,13 @@ else:
 _INVALID = object()
 
 
-def _header_number(headers: Mapping[str, str], name: str) -> float | None:
-    # Both spellings are documented.
-    raw = headers.get(f"X-RateLimit-{name}") or headers.get(f"RateLimit-{name}")
+# Both spellings of each rate-limit header are documented.
+_REMAINING = ("X-RateLimit-Remaining", "RateLimit-Remaining")
+_RESET = ("X-RateLimit-Reset", "RateLimit-Reset")
+
+
+def _header_number(headers: Mapping[str, str], names: tuple[str, str]) -> float | None:
+    raw = headers.get(names[0]) or headers.get(names[1])
     if raw is None:
         return None
     try:
@@ -440,8 +435,8 @@ def _header_number(headers: Mapping[str, str], name: str) -> float | None:
     return value if math.isfinite(value) and value >= 0 else None
 
 
-def _header_int(headers: Mapping[str, str], name: str) -> int | None:
-    value = _header_number(headers, name)
+def _header_int(headers: Mapping[str, str], names: tuple[str, str]) -> int | None:
+    value = _header_number(headers, names)
     return int(value) if value is not None and value < 2**53 else None
 
 
