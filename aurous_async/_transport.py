@@ -31,7 +31,7 @@ from typing import Any
 
 import attrs
 import backoff
-from multidict import CIMultiDict, CIMultiDictProxy
+from multidict import CIMultiDict, CIMultiDictProxy, istr
 from yarl import URL
 
 from ._calls import ApiCall, ApiResponse
@@ -52,7 +52,7 @@ from ._errors import (
     parse_retry_after,
 )
 from ._http import HttpClient, SendMarker
-from ._ratelimit import RateLimiter, RateLimitFeedback
+from ._ratelimit import InMemoryRateLimiter, RateLimiter, RateLimitFeedback
 from ._redact import redact, redact_headers
 
 __all__ = ["ApiCall", "ApiResponse", "Transport"]
@@ -84,6 +84,10 @@ class Transport:
         self._config = config
         self._clock = clock
         self._limiter = limiter
+        # The in-memory limiter hands out a free token without a coroutine (most calls).
+        # (Not a subclass: one may wrap acquire() with its own bookkeeping.)
+        self._try_acquire = (limiter.try_acquire if type(limiter) is InMemoryRateLimiter
+                             else None)
         self._http = http
         # The caller's defaults first, so the SDK's own headers (the key) always win.
         self._headers = {
@@ -145,7 +149,7 @@ class Transport:
         while True:
             attempt += 1
             limiter = self._limiter
-            if limiter is not None:
+            if limiter is not None and not self._took_free_token(call.bucket):
                 await self._acquire(limiter, call.bucket, deadline)
             if attempt == 1 and call.before_send is not None:
                 try:
@@ -226,6 +230,12 @@ class Transport:
             if answer is not None:
                 return answer
 
+    def _took_free_token(self, bucket: str) -> bool:
+        """Whether a token of ``bucket`` was free and is now ours (no waiting)."""
+        if self._closed:
+            raise SessionClosedError("this AurousSession is closed")
+        return self._try_acquire is not None and self._try_acquire(bucket)
+
     async def _acquire(self, limiter: RateLimiter, bucket: str, deadline: float | None) -> None:
         if self._closed:
             raise SessionClosedError("this AurousSession is closed")
@@ -304,7 +314,7 @@ class Transport:
             # cancelled): the limiter learns when the server's refill clock may have
             # started.
             self._feedback(call.bucket, status, resp_headers, sent_at if sent.sent else None)
-        request_id = resp_headers.get("Aurous-Request-Id")
+        request_id = resp_headers.get(_REQUEST_ID)
         if request_id is not None and (not _PLAIN_REQUEST_ID.match(request_id)
                                        or self._config.api_key in request_id):
             request_id = redact(request_id, *self._secrets)  # a server echoing secrets
@@ -343,7 +353,7 @@ class Transport:
                 headers=redact_headers(headers, *self._secrets),
                 body=redact(raw[:200].decode("utf-8", "replace"), *self._secrets),
             )
-        if headers.get("Aurous-Idempotent-Replayed", "").lower() == "true" \
+        if headers.get(_REPLAYED, "").lower() == "true" \
                 and logger.isEnabledFor(logging.DEBUG):
             # Expected after a retry of a paid call: the server answers with the
             # original result instead of charging again.
@@ -360,8 +370,8 @@ class Transport:
             return  # nothing went out and nothing came back: nothing to learn
         limited = status == 429
         retry_after = None
-        if limited or "Retry-After" in headers:
-            retry_after = parse_retry_after(headers.get("Retry-After"), now=self._clock.time())
+        if limited or _RETRY_AFTER in headers:
+            retry_after = parse_retry_after(headers.get(_RETRY_AFTER), now=self._clock.time())
         limiter.observe(bucket, RateLimitFeedback(
             remaining=_header_int(headers, _REMAINING), reset=_header_number(headers, _RESET),
             retry_after=retry_after, limited=limited, sent_at=sent_at,
@@ -419,9 +429,13 @@ else:
 _INVALID = object()
 
 
-# Both spellings of each rate-limit header are documented.
-_REMAINING = ("X-RateLimit-Remaining", "RateLimit-Remaining")
-_RESET = ("X-RateLimit-Reset", "RateLimit-Reset")
+# Header names read from every answer, as multidict's case-insensitive keys (a lookup
+# then skips folding the name's case). Both spellings of the rate-limit headers are
+# documented.
+_REQUEST_ID, _REPLAYED = istr("Aurous-Request-Id"), istr("Aurous-Idempotent-Replayed")
+_RETRY_AFTER = istr("Retry-After")
+_REMAINING = (istr("X-RateLimit-Remaining"), istr("RateLimit-Remaining"))
+_RESET = (istr("X-RateLimit-Reset"), istr("RateLimit-Reset"))
 
 
 def _header_number(headers: Mapping[str, str], names: tuple[str, str]) -> float | None:
