@@ -407,7 +407,8 @@ class CountingLimiter(aa.InMemoryRateLimiter):
 
 async def _cancellation_sweep(make_flow: Callable[[aa.AurousSession, FakeAurousServer], Any],
                               stride: int = 1) -> int:
-    clock = ScaledClock(1000)
+    # Virtual time: the clock jumps from timer to timer once every request is answered.
+    clock = aa.FakeClock()
     async with FakeAurousServer(clock=clock, synthesis_seconds=30) as fake:
         async def one(cancel_at: int | None) -> tuple[int, bool]:
             limiter = CountingLimiter(clock=clock)
@@ -417,17 +418,18 @@ async def _cancellation_sweep(make_flow: Callable[[aa.AurousSession, FakeAurousS
                 runner = CancelAt(make_flow(s, fake), cancel_at)
                 task = runner.start()
                 try:
-                    await task
+                    await on_virtual_time(clock, fake, task)
                     cancelled = False
                 except asyncio.CancelledError:
                     cancelled = True
-                await asyncio.sleep(0.02)  # requests already on the wire land meanwhile
-                # A charged character whose watcher left is still saved, in the background.
-                for _ in range(200):
-                    if not s._parts.saves.pending:
-                        break
-                    await asyncio.sleep(0.01)
-                await asyncio.sleep(0.01)
+
+                async def saved() -> None:
+                    while s._parts.saves.pending:
+                        await clock.sleep(1)
+
+                # Requests already on the wire land, and a charged character whose
+                # watcher left is still saved, in the background.
+                await on_virtual_time(clock, fake, saved())
                 # Nothing of the SDK keeps running, and no connection is held...
                 assert sdk_tasks() == [], (cancel_at, sdk_tasks())
                 connector = s._parts.http.session().connector
