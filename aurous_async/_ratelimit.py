@@ -12,16 +12,20 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import math
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol, runtime_checkable
 
 import attrs
+from multidict import istr
 
 from ._bucket import MAX_BLOCK, TokenState
 from ._clock import Clock, SystemClock
+from ._construct import constructor
+from ._errors import parse_retry_after
 from ._validate import integer, number
 
 __all__ = [
@@ -32,6 +36,7 @@ __all__ = [
     "RateLimiter",
     "RateLimits",
     "adapt_limiter",
+    "answer_feedback",
     "estimated_wait",
     "shared_limiter",
 ]
@@ -106,6 +111,43 @@ class RateLimitFeedback:
     limited: bool = False  # the response was a 429
     sent_at: float | None = None  # clock.monotonic() when the request went out
     received_at: float | None = None  # ... and when its answer came back
+
+
+# The rate-limit headers as multidict's case-insensitive keys (no case folding per
+# lookup); both spellings are documented.
+_RETRY_AFTER = istr("Retry-After")
+_REMAINING = (istr("X-RateLimit-Remaining"), istr("RateLimit-Remaining"))
+_RESET = (istr("X-RateLimit-Reset"), istr("RateLimit-Reset"))
+# One is made per request: without __init__'s keyword call and frozen setattr.
+_new_feedback = constructor(RateLimitFeedback)
+
+
+def answer_feedback(status: int, headers: Mapping[str, str], *, sent_at: float | None,
+                    received_at: float | None, clock: Clock) -> RateLimitFeedback:
+    """What one attempt's answer says about its bucket (``status`` 0 and no headers
+    when none came)."""
+    limited = status == 429
+    retry_after = None
+    if limited or _RETRY_AFTER in headers:
+        retry_after = parse_retry_after(headers.get(_RETRY_AFTER), now=clock.time())
+    return _new_feedback(_header_int(headers, _REMAINING), _header_number(headers, _RESET),
+                         retry_after, limited, sent_at, received_at)
+
+
+def _header_number(headers: Mapping[str, str], names: tuple[str, str]) -> float | None:
+    raw = headers.get(names[0]) or headers.get(names[1])
+    if raw is None:
+        return None
+    try:
+        value = float(raw.strip())
+    except (ValueError, OverflowError):
+        return None
+    return value if math.isfinite(value) and value >= 0 else None
+
+
+def _header_int(headers: Mapping[str, str], names: tuple[str, str]) -> int | None:
+    value = _header_number(headers, names)
+    return int(value) if value is not None and value < 2**53 else None
 
 
 @runtime_checkable

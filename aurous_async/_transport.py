@@ -52,7 +52,7 @@ from ._errors import (
     parse_retry_after,
 )
 from ._http import HttpClient, SendMarker
-from ._ratelimit import InMemoryRateLimiter, RateLimiter, RateLimitFeedback
+from ._ratelimit import InMemoryRateLimiter, RateLimiter, answer_feedback
 from ._redact import redact, redact_headers
 
 __all__ = ["ApiCall", "ApiResponse", "Transport"]
@@ -368,15 +368,9 @@ class Transport:
             return
         if sent_at is None and status == 0:
             return  # nothing went out and nothing came back: nothing to learn
-        limited = status == 429
-        retry_after = None
-        if limited or _RETRY_AFTER in headers:
-            retry_after = parse_retry_after(headers.get(_RETRY_AFTER), now=self._clock.time())
-        limiter.observe(bucket, RateLimitFeedback(
-            remaining=_header_int(headers, _REMAINING), reset=_header_number(headers, _RESET),
-            retry_after=retry_after, limited=limited, sent_at=sent_at,
-            received_at=None if sent_at is None else self._clock.monotonic(),
-        ))
+        received_at = None if sent_at is None else self._clock.monotonic()
+        limiter.observe(bucket, answer_feedback(status, headers, sent_at=sent_at,
+                                                received_at=received_at, clock=self._clock))
 
 
 def _retryable(call: ApiCall, error: AurousError, sent: bool) -> bool:
@@ -428,30 +422,9 @@ else:
     _loads = _orjson_loads
 _INVALID = object()
 
-
-# Header names read from every answer, as multidict's case-insensitive keys (a lookup
-# then skips folding the name's case). Both spellings of the rate-limit headers are
-# documented.
+# Read from every answer, as multidict's case-insensitive keys (no case folding per
+# lookup).
 _REQUEST_ID, _REPLAYED = istr("Aurous-Request-Id"), istr("Aurous-Idempotent-Replayed")
-_RETRY_AFTER = istr("Retry-After")
-_REMAINING = (istr("X-RateLimit-Remaining"), istr("RateLimit-Remaining"))
-_RESET = (istr("X-RateLimit-Reset"), istr("RateLimit-Reset"))
-
-
-def _header_number(headers: Mapping[str, str], names: tuple[str, str]) -> float | None:
-    raw = headers.get(names[0]) or headers.get(names[1])
-    if raw is None:
-        return None
-    try:
-        value = float(raw.strip())
-    except (ValueError, OverflowError):
-        return None
-    return value if math.isfinite(value) and value >= 0 else None
-
-
-def _header_int(headers: Mapping[str, str], names: tuple[str, str]) -> int | None:
-    value = _header_number(headers, names)
-    return int(value) if value is not None and value < 2**53 else None
 
 
 def _short(error: AurousError) -> str:
