@@ -26,7 +26,7 @@ import logging
 import math
 import re
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import attrs
@@ -52,6 +52,7 @@ from ._errors import (
     parse_retry_after,
 )
 from ._http import HttpClient, SendMarker
+from ._json import loads as json_loads
 from ._ratelimit import InMemoryRateLimiter, RateLimiter, answer_feedback
 from ._redact import redact, redact_headers
 
@@ -341,7 +342,7 @@ class Transport:
         self, status: int, headers: CIMultiDictProxy[str], raw: bytes, request_id: str | None
     ) -> ApiResponse:
         try:
-            data = _loads(raw) if raw else None
+            data = json_loads(raw) if raw else None
         except (ValueError, RecursionError):
             data = _INVALID
         if data is _INVALID:
@@ -413,13 +414,6 @@ def _uncancel(task: asyncio.Task[Any]) -> bool:
 
 _NO_HEADERS: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict())
 
-_loads: Callable[[bytes], Any]
-try:  # the `speed` extra: orjson decodes about three times faster (same results)
-    from orjson import loads as _orjson_loads
-except ImportError:  # pragma: no cover - depends on what is installed
-    _loads = json.loads
-else:
-    _loads = _orjson_loads
 _INVALID = object()
 
 # Read from every answer, as multidict's case-insensitive keys (no case folding per

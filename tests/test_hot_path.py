@@ -1,0 +1,197 @@
+"""The hot request path's shortcuts give exactly what the plain code gives.
+
+- ``_json.loads`` (orjson when installed) against :func:`json.loads`: the same value,
+  types included, or the same error, on hostile text too (numbers past 64 bits, NaN,
+  lone surrogates, deep nesting, other encodings);
+- ``_construct.constructor`` against the classes' own ``__init__``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+import types
+from typing import Any
+
+import attrs
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import aurous_async as aa
+from aurous_async import _json
+from aurous_async._calls import ApiResponse
+from aurous_async._construct import constructor
+from aurous_async._ratelimit import RateLimitFeedback
+
+needs_orjson = pytest.mark.skipif(_json._fast is None,
+                                  reason="orjson (3.9.15 or later) is not installed")
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal, with the same types all the way down (NaN equals NaN); iterative, as the
+    values may nest deeper than the recursion limit allows a recursive walk."""
+    pending = [(a, b)]
+    while pending:
+        x, y = pending.pop()
+        if type(x) is not type(y):
+            return False
+        if isinstance(x, list):
+            if len(x) != len(y):
+                return False
+            pending.extend(zip(x, y, strict=True))
+        elif isinstance(x, dict):
+            if list(x) != list(y):
+                return False
+            pending.extend((x[key], y[key]) for key in x)
+        elif isinstance(x, float):
+            if not (x == y or (math.isnan(x) and math.isnan(y))):
+                return False
+        elif x != y:
+            return False
+    return True
+
+
+def _outcome(loads: Any, raw: bytes) -> Any:
+    try:
+        return ("value", loads(raw))
+    except RecursionError:
+        return ("error", RecursionError)
+    except ValueError as exc:
+        return ("error", type(exc))
+
+
+def _assert_same_as_stdlib(raw: bytes) -> None:
+    ours, theirs = _outcome(_json.loads, raw), _outcome(json.loads, raw)
+    assert ours[0] == theirs[0], (raw[:80], ours, theirs)
+    if ours[0] == "value":
+        assert _same(ours[1], theirs[1]), (raw[:80], ours, theirs)
+    else:
+        assert ours[1] is theirs[1] or issubclass(ours[1], ValueError) == issubclass(
+            theirs[1], ValueError), (raw[:80], ours, theirs)
+
+
+HOSTILE = [
+    b'{"age": 99999999999999999999}', b"-9223372036854775809", b"18446744073709551615",
+    b"18446744073709551616", b"[1e400, -1e400, 1e-400]", b"NaN", b"[Infinity, -Infinity]",
+    b'"\\ud800"', b'"\xed\xa0\x80"', b"\xef\xbb\xbf{}", '{"a": 1}'.encode("utf-16"),
+    '[1, "é"]'.encode("utf-32"), b'{"a": 1, "a": 2}', b"\xff\xfe\x00", b"", b" ", b"[1,]",
+    b'"a\x01b"', b"9" * 5000, b"[" * 100_000, b"0" * 19, b'"' + b"1" * 30 + b'"',
+    b"[" * 400 + b"]" * 400, b"[" * 1000 + b"]" * 1000, b"[" * 1020 + b"]" * 1020,
+    b"{" + b'"a":{' * 600 + b"}" * 601, b"[" * 1030 + b"]" * 1030,
+]
+
+
+@pytest.mark.parametrize("raw", HOSTILE, ids=range(len(HOSTILE)))
+def test_hostile_text_decodes_as_the_standard_library_decodes_it(raw: bytes) -> None:
+    _assert_same_as_stdlib(raw)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.floats(allow_nan=True, allow_infinity=True)
+    | st.integers() | st.integers(min_value=2**63 - 3, max_value=2**64 + 3)
+    | st.integers(min_value=-(2**63) - 3, max_value=-(2**63) + 3)
+    | st.integers(min_value=10**18, max_value=10**400) | st.text(max_size=12),
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(st.text(max_size=6), children, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(value=json_values, ascii_only=st.booleans(), cut=st.integers(0, 3), noise=st.binary(max_size=3))
+def test_any_json_decodes_as_the_standard_library_decodes_it(value: Any, ascii_only: bool,
+                                                            cut: int, noise: bytes) -> None:
+    text = json.dumps(value, ensure_ascii=ascii_only).encode()
+    _assert_same_as_stdlib(text)
+    _assert_same_as_stdlib(text[: len(text) - cut] + noise)  # cut short, or garbage after
+
+
+@needs_orjson
+def test_orjson_is_used_for_an_ordinary_answer(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[bytes] = []
+    real = _json._fast
+    assert real is not None
+    monkeypatch.setattr(_json, "_fast", lambda raw: calls.append(raw) or real(raw))
+    body = json.dumps({"id": "char_1", "status": "ready", "refs": [], "n": 12345}).encode()
+    assert _json.loads(body) == json.loads(body)
+    assert calls == [body]
+
+
+def test_an_orjson_without_a_nesting_limit_is_not_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    """orjson before 3.9.15 nests without limit and crashes the process on a deep enough
+    body (CVE-2024-27454): such an orjson must be left alone."""
+    old = types.ModuleType("orjson")
+    old.JSONDecodeError = json.JSONDecodeError  # type: ignore[attr-defined]
+    old.loads = lambda raw: []  # type: ignore[attr-defined]  # accepts any depth
+    monkeypatch.setitem(sys.modules, "orjson", old)
+    assert _json._orjson() is None
+
+
+def test_a_body_nested_a_million_deep_is_invalid_json_not_a_crash() -> None:
+    """With any orjson installed, old or new: the process survives and says invalid JSON."""
+    code = ("from aurous_async import _json\n"
+            "try:\n    _json.loads(b'[' * 10**6 + b']' * 10**6)\n"
+            "except RecursionError:\n    print('refused')\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=60, check=False)
+    assert (result.returncode, result.stdout.strip()) == (0, "refused")
+
+
+def _decoded(loads: Any, raw: bytes, cls: type) -> Any:
+    try:
+        data = loads(raw)
+    except (ValueError, RecursionError):
+        return "invalid_json"
+    try:
+        return ApiResponse(status=200, data=data, headers={}, request_id=None).into(cls)
+    except aa.MalformedResponseError as exc:
+        return type(exc), str(exc)
+
+
+@pytest.mark.parametrize("raw", [
+    b'{"id": "c", "status": "ready", "attributes": {"age": 123456789012345678901}}',
+    b'{"id": "c", "status": "ready", "name": 99999999999999999999}',
+    b'{"id": "c", "status": "ready", "junk": ' + b"[" * 990 + b"]" * 990 + b"}",
+    b'{"credits": 123456789012345678901234, "available_credits": NaN}',
+    b'{"credits": 1e400, "available_credits": 1}',
+], ids=["huge age", "huge name", "deep junk", "huge credits", "infinite credits"])
+def test_answers_decode_into_the_same_models_or_errors(raw: bytes) -> None:
+    for cls in (aa.Character, aa.Balance):
+        assert _decoded(_json.loads, raw, cls) == _decoded(json.loads, raw, cls)
+
+
+@attrs.frozen(kw_only=True)
+class _Plain:
+    a: int
+    b: str = "x"
+
+
+def test_a_constructor_makes_what_init_makes() -> None:
+    make = constructor(_Plain)
+    made, inited = make(1, "y"), _Plain(a=1, b="y")
+    assert (made, hash(made), repr(made), type(made)) == (inited, hash(inited), repr(inited), _Plain)
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        made.a = 2  # type: ignore[misc]
+    feedback = constructor(RateLimitFeedback)(3, 1.5, None, False, 1.0, 2.0)
+    assert feedback == RateLimitFeedback(remaining=3, reset=1.5, limited=False, sent_at=1.0,
+                                         received_at=2.0)
+
+
+def test_a_class_whose_init_does_more_is_refused() -> None:
+    @attrs.frozen
+    class Checked:
+        a: int = attrs.field(validator=attrs.validators.instance_of(int))
+
+    @attrs.frozen
+    class After:
+        a: int
+
+        def __attrs_post_init__(self) -> None:
+            pass
+
+    for cls in (Checked, After, attrs.frozen(slots=False)(type("Loose", (), {"__annotations__": {"a": "int"}}))):
+        with pytest.raises(TypeError, match="without __init__"):
+            constructor(cls)
