@@ -130,7 +130,7 @@ class TokenState:
             self._refill(now)
             return max(0.0, self._ready_at(now, queued + 1) - now)
 
-    def observe(self, now: float, wall_now: float, *, remaining: int | None,
+    def observe(self, now: float, wall_now: float, remaining: int | None,
                 reset: float | None, retry_after: float | None, limited: bool,
                 sent_at: float | None, received_at: float | None) -> None:
         """Fold one answer (or one attempt that went out unanswered) into the count."""
@@ -156,7 +156,8 @@ class TokenState:
                 self.tokens = min(self.tokens, float(remaining))
             else:
                 self._correct(wall_now, remaining, reset, sent_at, received_at)
-        self.wake_all()
+        if self.waiting:  # (wake_all checks too; this spares the call after most answers)
+            self.wake_all()
 
     def _correct(self, wall_now: float, remaining: int | None, reset: float | None,
                  sent_at: float | None, received_at: float | None) -> None:

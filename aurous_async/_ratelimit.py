@@ -37,6 +37,7 @@ __all__ = [
     "RateLimits",
     "adapt_limiter",
     "answer_feedback",
+    "answer_values",
     "estimated_wait",
     "shared_limiter",
 ]
@@ -122,16 +123,26 @@ _RESET = (istr("X-RateLimit-Reset"), istr("RateLimit-Reset"))
 _new_feedback = constructor(RateLimitFeedback)
 
 
-def answer_feedback(status: int, headers: Mapping[str, str], *, sent_at: float | None,
-                    received_at: float | None, clock: Clock) -> RateLimitFeedback:
+# What an answer says about its bucket: remaining, reset, retry_after, limited (the
+# first four fields of a RateLimitFeedback).
+AnswerValues = tuple[int | None, float | None, float | None, bool]
+
+
+def answer_values(status: int, headers: Mapping[str, str], clock: Clock) -> AnswerValues:
     """What one attempt's answer says about its bucket (``status`` 0 and no headers
-    when none came)."""
+    when none came); ``clock`` reads an HTTP-date ``Retry-After``."""
     limited = status == 429
     retry_after = None
     if limited or _RETRY_AFTER in headers:
         retry_after = parse_retry_after(headers.get(_RETRY_AFTER), now=clock.time())
-    return _new_feedback(_header_int(headers, _REMAINING), _header_number(headers, _RESET),
-                         retry_after, limited, sent_at, received_at)
+    return _header_int(headers, _REMAINING), _header_number(headers, _RESET), retry_after, \
+        limited
+
+
+def answer_feedback(values: AnswerValues, sent_at: float | None,
+                    received_at: float | None) -> RateLimitFeedback:
+    """:func:`answer_values` and the attempt's times, as a :class:`RateLimitFeedback`."""
+    return _new_feedback(*values, sent_at, received_at)
 
 
 def _header_number(headers: Mapping[str, str], names: tuple[str, str]) -> float | None:
@@ -142,7 +153,7 @@ def _header_number(headers: Mapping[str, str], names: tuple[str, str]) -> float 
         value = float(raw.strip())
     except (ValueError, OverflowError):
         return None
-    return value if math.isfinite(value) and value >= 0 else None
+    return value if 0.0 <= value < math.inf else None  # not NaN, not infinite
 
 
 def _header_int(headers: Mapping[str, str], names: tuple[str, str]) -> int | None:
@@ -271,12 +282,16 @@ class InMemoryRateLimiter:
 
     def observe(self, bucket: str, feedback: RateLimitFeedback) -> None:
         """Fold what the server said about ``bucket`` into our count."""
+        self.observe_values(bucket, (feedback.remaining, feedback.reset,
+                                     feedback.retry_after, feedback.limited),
+                            feedback.sent_at, feedback.received_at)
+
+    def observe_values(self, bucket: str, values: AnswerValues, sent_at: float | None,
+                       received_at: float | None) -> None:
+        """:meth:`observe` without a :class:`RateLimitFeedback` made first (the session
+        calls this once per answer): ``values`` as :func:`answer_values` reads them."""
         state = self._states.get(bucket) or self._state(bucket)
-        state.observe(
-            self._monotonic(), self._time(), remaining=feedback.remaining,
-            reset=feedback.reset, retry_after=feedback.retry_after, limited=feedback.limited,
-            sent_at=feedback.sent_at, received_at=feedback.received_at,
-        )
+        state.observe(self._monotonic(), self._time(), *values, sent_at, received_at)
 
     def release(self, bucket: str) -> None:
         """Give back a token whose request never went out."""

@@ -53,7 +53,7 @@ from ._errors import (
 )
 from ._http import HttpClient, SendMarker
 from ._json import loads as json_loads
-from ._ratelimit import InMemoryRateLimiter, RateLimiter, answer_feedback
+from ._ratelimit import InMemoryRateLimiter, RateLimiter, answer_feedback, answer_values
 from ._redact import redact, redact_headers
 
 __all__ = ["ApiCall", "ApiResponse", "Transport"]
@@ -85,10 +85,12 @@ class Transport:
         self._config = config
         self._clock = clock
         self._limiter = limiter
-        # The in-memory limiter hands out a free token without a coroutine (most calls).
-        # (Not a subclass: one may wrap acquire() with its own bookkeeping.)
-        self._try_acquire = (limiter.try_acquire if type(limiter) is InMemoryRateLimiter
-                             else None)
+        # The in-memory limiter hands out a free token without a coroutine (most calls),
+        # and takes an answer's feedback without a RateLimitFeedback made for it. (Not a
+        # subclass: one may wrap acquire() or observe() with its own bookkeeping.)
+        own = limiter if type(limiter) is InMemoryRateLimiter else None
+        self._try_acquire = own.try_acquire if own is not None else None
+        self._observe_values = own.observe_values if own is not None else None
         self._http = http
         # The caller's defaults first, so the SDK's own headers (the key) always win.
         self._headers = {
@@ -370,8 +372,11 @@ class Transport:
         if sent_at is None and status == 0:
             return  # nothing went out and nothing came back: nothing to learn
         received_at = None if sent_at is None else self._clock.monotonic()
-        limiter.observe(bucket, answer_feedback(status, headers, sent_at=sent_at,
-                                                received_at=received_at, clock=self._clock))
+        values = answer_values(status, headers, self._clock)
+        if self._observe_values is not None:
+            self._observe_values(bucket, values, sent_at, received_at)
+        else:
+            limiter.observe(bucket, answer_feedback(values, sent_at, received_at))
 
 
 def _retryable(call: ApiCall, error: AurousError, sent: bool) -> bool:
