@@ -59,11 +59,8 @@ class ApiResponse:
 
     def into(self, cls: type[T]) -> T:
         """The body as ``cls`` (with ``request_id`` filled in where the class has it)."""
-        data = self.data
-        if self.request_id and isinstance(data, dict) and _carries_request_id(cls):
-            data = {**data, "request_id": self.request_id}
         try:
-            return decode(data, cls)
+            return decode(self.data, cls, request_id=self.request_id)
         except DecodeError as exc:
             message = str(exc)
         raise MalformedResponseError(
@@ -71,12 +68,3 @@ class ApiResponse:
             body=None,
         )
 
-
-_REQUEST_ID_FIELD: dict[type, bool] = {}
-
-
-def _carries_request_id(cls: type) -> bool:
-    known = _REQUEST_ID_FIELD.get(cls)
-    if known is None:
-        known = _REQUEST_ID_FIELD[cls] = attrs.has(cls) and "request_id" in attrs.fields_dict(cls)
-    return known

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import attrs
 import cattrs
@@ -109,20 +109,32 @@ _STRUCTURE_ERRORS = (cattrs.BaseValidationError, TypeError, ValueError, KeyError
                      AttributeError, RecursionError, OverflowError)
 
 
-def decode(data: Any, cls: type[T], *, source: str = "response") -> T:
+def decode(data: Any, cls: type[T], *, source: str = "response",
+           request_id: str | None = None) -> T:
     """Structure ``data`` as ``cls``; any mismatch is a :class:`DecodeError` whose message
     calls the input ``source`` and says where it goes wrong ("the response is not a valid
-    Character: expected a string, got int @ Character.id")."""
+    Character: expected a string, got int @ Character.id"). A ``request_id`` (the
+    answer's header; not empty) fills the field of that name where ``cls`` has one,
+    whatever ``data`` says."""
     if not isinstance(data, dict):
         raise DecodeError(f"expected a JSON object for {cls.__name__}, got {type(data).__name__}")
     try:
-        return converter.structure(data, cls)
+        if cls is Character:  # the hot path, which takes the id without a copy of data
+            return cast(T, _structure_character(data, cls, request_id or None))
+        return converter.structure(_with_request_id(data, cls, request_id), cls)
     except _STRUCTURE_ERRORS as exc:
         summary = f"{type(exc).__name__}: {exc}"
     # Raised outside the except block, so the original (unredacted) error is not kept.
     # The message may quote a value (a signed URL where a date belongs): redacted.
-    summary = redact(_where(data, cls) or summary)[:300]
+    summary = redact(_where(_with_request_id(data, cls, request_id), cls) or summary)[:300]
     raise DecodeError(f"the {source} is not a valid {cls.__name__}: {summary}")
+
+
+def _with_request_id(data: dict[str, Any], cls: type[Any],
+                     request_id: str | None) -> dict[str, Any]:
+    if request_id and _carries_request_id(cls):
+        return {**data, "request_id": request_id}
+    return data
 
 
 def _where(data: dict[str, Any], cls: type[Any]) -> str | None:
@@ -180,8 +192,15 @@ def _error_dict(error: AurousError) -> dict[str, Any]:
     }
 
 
+_REQUEST_ID_FIELD: dict[Any, bool] = {}
+
+
 def _carries_request_id(cls: Any) -> bool:
-    return isinstance(cls, type) and attrs.has(cls) and "request_id" in attrs.fields_dict(cls)
+    known = _REQUEST_ID_FIELD.get(cls)
+    if known is None:
+        known = _REQUEST_ID_FIELD[cls] = (isinstance(cls, type) and attrs.has(cls)
+                                          and "request_id" in attrs.fields_dict(cls))
+    return known
 
 
 # CharacterStatus is a str, and cattrs passes strs through as they are: only a hook on
@@ -233,26 +252,28 @@ def _attributes(data: dict[str, Any]) -> CharacterAttributes:
     return _new_attributes(*map(data.get, _ATTRIBUTE_NAMES))
 
 
-def _structure_character(data: Any, cls: Any) -> Character:
+def _structure_character(data: Any, cls: Any, request_id: str | None = None) -> Character:
+    """The converter's hook for Character; ``request_id``, when given, stands for the
+    field of that name (see :func:`decode`)."""
     get = data.get
     character_id, status, name = get("id"), get("status"), get("name", "")
     refs, attributes = get("refs", ()), get("attributes")
     created_at, updated_at = get("created_at"), get("updated_at")
-    error_message, version, request_id = (get("error_message"), get("aurous_version"),
-                                          get("request_id"))
+    error_message, version = get("error_message"), get("aurous_version")
+    answer_id = get("request_id") if request_id is None else request_id
     if (type(character_id) is not str or type(status) is not str or type(name) is not str
             or type(refs) not in (list, tuple) or not _text_or_none(created_at)
             or not _text_or_none(updated_at) or not _text_or_none(error_message)
-            or not _text_or_none(version) or not _text_or_none(request_id)
+            or not _text_or_none(version) or not _text_or_none(answer_id)
             or not (attributes is None or type(attributes) is dict)):
-        return _character_fields(data, cls)
+        return _character_fields(_with_request_id(data, cls, request_id), cls)
     parsed_refs = []
     for ref in refs:
         if type(ref) is not dict:
-            return _character_fields(data, cls)
+            return _character_fields(_with_request_id(data, cls, request_id), cls)
         pose, url = ref.get("pose"), ref.get("url")
         if type(pose) is not str or type(url) is not str:
-            return _character_fields(data, cls)
+            return _character_fields(_with_request_id(data, cls, request_id), cls)
         parsed_refs.append(_new_ref(_POSES.get(pose) or Pose(pose), url))
     return _new_character(
         character_id, _STATUSES.get(status) or CharacterStatus(status), name,
@@ -260,7 +281,7 @@ def _structure_character(data: Any, cls: Any) -> Character:
         None if created_at is None else _datetime(created_at, None),
         None if updated_at is None else _datetime(updated_at, None),
         None if attributes is None else _attributes(attributes),
-        error_message, version, request_id,
+        error_message, version, answer_id,
     )
 
 

@@ -318,14 +318,15 @@ class Transport:
             # started.
             self._feedback(call.bucket, status, resp_headers, sent_at if sent.sent else None)
         request_id = resp_headers.get(_REQUEST_ID)
-        if request_id is not None and (not _PLAIN_REQUEST_ID.match(request_id)
+        if request_id is not None and (not _plain_request_id(request_id)
                                        or self._config.api_key in request_id):
             request_id = redact(request_id, *self._secrets)  # a server echoing secrets
-        if logger.isEnabledFor(logging.DEBUG):
+        debug = logger.isEnabledFor(logging.DEBUG)
+        if debug:
             logger.debug("%s %s -> %d %s attempt=%d %.3fs", call.method, call.path, status,
                          request_id or "-", attempt, clock.monotonic() - sent_at)
         if 200 <= status < 300:
-            return self._success(status, resp_headers, answer.body, request_id)
+            return self._success(status, resp_headers, answer.body, request_id, debug)
         if 300 <= status < 400:
             location = redact(resp_headers.get("Location", "?"), *self._secrets)
             raise APIStatusError(
@@ -340,9 +341,8 @@ class Transport:
                            error.code, error.retry_after)
         raise error
 
-    def _success(
-        self, status: int, headers: CIMultiDictProxy[str], raw: bytes, request_id: str | None
-    ) -> ApiResponse:
+    def _success(self, status: int, headers: CIMultiDictProxy[str], raw: bytes,
+                 request_id: str | None, debug: bool) -> ApiResponse:
         try:
             data = json_loads(raw) if raw else None
         except (ValueError, RecursionError):
@@ -356,8 +356,7 @@ class Transport:
                 headers=redact_headers(headers, *self._secrets),
                 body=redact(raw[:200].decode("utf-8", "replace"), *self._secrets),
             )
-        if headers.get(_REPLAYED, "").lower() == "true" \
-                and logger.isEnabledFor(logging.DEBUG):
+        if debug and headers.get(_REPLAYED, "").lower() == "true":
             # Expected after a retry of a paid call: the server answers with the
             # original result instead of charging again.
             logger.debug("answer replayed from the idempotency store (%s)", request_id)
@@ -424,6 +423,13 @@ _INVALID = object()
 # Read from every answer, as multidict's case-insensitive keys (no case folding per
 # lookup).
 _REQUEST_ID, _REPLAYED = istr("Aurous-Request-Id"), istr("Aurous-Idempotent-Replayed")
+
+
+def _plain_request_id(text: str) -> bool:
+    """Whether ``text`` matches _PLAIN_REQUEST_ID; an ASCII identifier (the usual
+    ``req_01…``) is told without the regular expression, which costs more."""
+    return (len(text) <= 128 and text.isascii() and text.isidentifier()) \
+        or _PLAIN_REQUEST_ID.match(text) is not None
 
 
 def _short(error: AurousError) -> str:

@@ -195,3 +195,42 @@ def test_a_class_whose_init_does_more_is_refused() -> None:
     for cls in (Checked, After, attrs.frozen(slots=False)(type("Loose", (), {"__annotations__": {"a": "int"}}))):
         with pytest.raises(TypeError, match="without __init__"):
             constructor(cls)
+
+
+texts = st.none() | st.text(max_size=6) | st.integers() | st.floats(allow_nan=False)
+characters = st.fixed_dictionaries(
+    {"id": texts | st.just("char_1"), "status": st.sampled_from(["ready", "queued", 5])},
+    optional={
+        "name": texts, "error_message": texts, "aurous_version": texts, "request_id": texts,
+        "created_at": st.sampled_from(["2026-05-08T10:00:00Z", "yesterday", None, 3]),
+        "refs": st.lists(st.fixed_dictionaries({"pose": texts, "url": texts}), max_size=3)
+        | texts,
+        "attributes": st.none() | st.fixed_dictionaries(
+            {}, optional={"age": st.integers(0, 120) | texts, "gender": texts, "x": texts}),
+    },
+)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=characters, request_id=st.sampled_from([None, "", "req_1", "req 2"]))
+def test_into_character_matches_decoding_a_copy_with_the_request_id(
+        data: dict, request_id: str | None) -> None:
+    """``into(Character)`` hands the answer's request id to the fast decoder instead of
+    copying the body to add it (as it did): the same Character, request_id included, or
+    the same error message; and the same as cattrs' generated function."""
+    from aurous_async._convert import DecodeError, _character_fields, decode
+
+    copied = {**data, "request_id": request_id} if request_id else data
+    try:
+        expected: Any = decode(copied, aa.Character)
+    except DecodeError as exc:
+        expected = str(exc)
+    response = ApiResponse(status=200, data=data, headers={}, request_id=request_id)
+    if isinstance(expected, str):
+        with pytest.raises(aa.MalformedResponseError) as refused:
+            response.into(aa.Character)
+        assert expected in str(refused.value)
+    else:
+        got = response.into(aa.Character)
+        assert got == expected and got.request_id == expected.request_id
+        assert got == _character_fields(copied, aa.Character)
