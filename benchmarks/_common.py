@@ -20,6 +20,17 @@ def machine_facts() -> str:
             f"({platform.python_implementation()}), {platform.system()} {platform.machine()}")
 
 
+def json_decoder() -> str:
+    """Which JSON decoder the SDK uses for answers here (orjson with the speed extra)."""
+    from aurous_async import _json
+
+    if _json._fast is None:
+        return "the standard library's json (orjson 3.9.15 or later not installed)"
+    import orjson
+
+    return f"orjson {orjson.__version__} (the `speed` extra) where it decodes as json.loads does"
+
+
 def load_average() -> str:
     """The 1- and 5-minute load averages, for the results' header."""
     one, five, _ = os.getloadavg()

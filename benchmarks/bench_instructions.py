@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from _clients import RAW, RAW_DECODE, SDK, SDK_NO_LIMITS, unavailable
-from _common import header, parser, prose, record, table
+from _common import header, json_decoder, parser, prose, record, table
 from _servers import HERE, ServerProcess
 
 CONCURRENCY = 50
@@ -112,7 +112,8 @@ def main() -> None:
         shown. "sdk" is the default configuration as in the table above (rate limiter
         on, a bucket that never runs dry). httpx is left out: at an order of magnitude
         more per request than the SDK (table above) it would take most of the run's time.
-        ({minutes:.1f} min.)""")
+        The SDK decoded answers with {json_decoder()}; raw aiohttp's `response.json()`
+        uses the standard library's. ({minutes:.1f} min.)""")
     for name, reason in skipped.items():
         prose(f"Not measured: **{name}**: {reason}.")
     raw = statistics.fmean(per_request[RAW])

@@ -2,7 +2,7 @@
 `rate_limits=None`) vs raw aiohttp (with and without the same decode into models) vs
 httpx, client-bound and end-to-end.
 
-    python benchmarks/bench_requests.py [--quick] [--rounds 7] [--seconds 0.6]
+    python benchmarks/bench_requests.py [--quick] [--rounds 7] [--seconds 0.6] [--client-bound]
 
 Client-bound: a replay server (see _servers.py) answers with the fake's exact bytes at a
 few µs per request, so the client is the bottleneck and throughput ratios are ratios of
@@ -19,7 +19,7 @@ import time
 from typing import Any
 
 from _clients import CLIENTS, HTTPX, RAW, SDK, SDK_NO_LIMITS, Call, open_client, unavailable
-from _common import header, parser, prose, record, table
+from _common import header, json_decoder, parser, prose, record, table
 from _servers import ServerProcess
 
 # (requests/s, client CPU µs per request) of one round
@@ -93,6 +93,8 @@ def main() -> None:
     p = parser(__doc__)
     p.add_argument("--rounds", type=int)
     p.add_argument("--seconds", type=float, default=0.6, help="per client and round")
+    p.add_argument("--client-bound", action="store_true",
+                   help="only the client-bound table (no end-to-end run against the fake)")
     args = p.parse_args()
     rounds = args.rounds or (2 if args.quick else 7)
     seconds = 0.3 if args.quick else args.seconds
@@ -119,7 +121,7 @@ def main() -> None:
         concurrency, every client once per round; "median" is the median of the
         per-round ratios, "best ÷ best" each client's fastest round over raw aiohttp's
         fastest. Client CPU is the client process's CPU time (user + system) per
-        request.""")
+        request. The SDK decoded answers with {json_decoder()}.""")
     for name, why in skipped.items():
         prose(f"Not measured: **{name}**: {why}.")
     table(ratio_rows(samples, clients, bound))
@@ -135,6 +137,8 @@ def main() -> None:
     record(args.figures, "bound_best_ratio_sdk_nolimits",
            max(s[0] for s in samples[(50, SDK_NO_LIMITS)]) / max(r[0] for r in raw))
 
+    if args.client_bound:
+        return
     header("Request overhead, end-to-end against the fake server")
     e2e = [c for c in clients if c in (SDK, SDK_NO_LIMITS, RAW, HTTPX)]
     concurrencies = [50] if args.quick else [1, 50]
