@@ -300,7 +300,9 @@ async def test_cancelling_the_consumer_cancels_everything(fs: aa.AurousSession, 
 async def test_aclose_during_a_fan_out_ends_it_promptly(clock: FakeClock) -> None:
     async with FakeAurousServer(clock=clock, synthesis_seconds=30) as ffake:
         ids = [ffake.add_character() for _ in range(30)]
-        s = aa.AurousSession(ffake.api_key, base_url=ffake.base_url, clock=clock)
+        # Polls without jitter, so what each watcher has seen at the close is exact.
+        s = aa.AurousSession(ffake.api_key, base_url=ffake.base_url, clock=clock,
+                             poll=aa.PollPolicy(jitter=0))
         results: list[aa.BatchResult] = []
 
         async def consume() -> None:
@@ -308,8 +310,9 @@ async def test_aclose_during_a_fan_out_ends_it_promptly(clock: FakeClock) -> Non
                 results.append(r)
 
         task = asyncio.create_task(consume())
-        # 50 API seconds in: 12 sent at once (finished at 30 s), 5 more paced (still
-        # synthesizing), 13 waiting for tokens.
+        # 50 API seconds in: 12 sent at once (finished at 30 s, seen at 41.4 s), 5 more
+        # paced at 10 s..50 s (the first two finish at 40 and 50 s, but their next polls
+        # are at 51.4 and 61.4 s), 13 waiting for tokens.
         await on_virtual_time(clock, ffake, clock.sleep(50))
         await asyncio.wait_for(s.aclose(), timeout=2)
         await asyncio.wait_for(task, timeout=2)
