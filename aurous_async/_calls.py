@@ -9,6 +9,8 @@ one sets each field through ``object.__setattr__``, which made these two cost ab
 
 from __future__ import annotations
 
+import contextlib
+import json
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
@@ -16,6 +18,8 @@ import attrs
 
 from ._convert import DecodeError, decode
 from ._errors import MalformedResponseError
+from ._json import may_hold_a_long_integer
+from ._models import Character
 
 __all__ = ["ApiCall", "ApiResponse"]
 
@@ -50,15 +54,40 @@ class ApiCall:
 
 @attrs.define(kw_only=True)
 class ApiResponse:
-    """A successful answer, JSON-decoded."""
+    """A successful answer, JSON-decoded (``data``: exactly as :func:`json.loads` decodes
+    the body)."""
 
     status: int
-    data: Any
+    _data: Any = attrs.field(alias="data")
     headers: Mapping[str, str]
     request_id: str | None
+    #: The body, while ``_data`` is its :func:`~aurous_async._json.loads_unscanned`
+    #: decoding, not yet checked for integers beyond 64 bits. Not copied by ``evolve``.
+    unscanned: bytes | None = attrs.field(init=False, default=None, eq=False, repr=False)
+
+    @property
+    def data(self) -> Any:
+        """The body as :func:`json.loads` decodes it."""
+        raw = self.unscanned
+        if raw is not None:
+            self.unscanned = None
+            if may_hold_a_long_integer(raw):
+                # json.loads accepted this body's kind before orjson did (see _json.py);
+                # should it ever refuse one orjson took, orjson's reading stands.
+                with contextlib.suppress(ValueError, RecursionError):
+                    self._data = json.loads(raw)
+        return self._data
 
     def into(self, cls: type[T]) -> T:
         """The body as ``cls`` (with ``request_id`` filled in where the class has it)."""
+        if cls is Character and self.unscanned is not None:
+            # Every value a Character is made of is checked for its exact type, so one
+            # made from the unscanned body is the one json.loads' would give; only if
+            # that fails may an integer orjson made a float be why.
+            try:
+                return decode(self._data, cls, request_id=self.request_id)
+            except DecodeError:
+                pass
         try:
             return decode(self.data, cls, request_id=self.request_id)
         except DecodeError as exc:

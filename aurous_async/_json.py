@@ -9,7 +9,9 @@ in four ways, each handled here:
   value or its own error is the answer;
 * it turns an integer beyond 64 bits into a ``float`` (every version up to 3.13 at
   least) where ``json.loads`` keeps an ``int``: a body with a run of 19 digits or more
-  (where such a number would have to be) goes to the standard library;
+  (where such a number would have to be) goes to the standard library (a reader that
+  checks the type of every value it uses may look for such a run only when one is not
+  what it expects: :func:`loads_unscanned`);
 * it nests up to 1,024 levels, while ``json.loads`` raises ``RecursionError`` some way
   below 1,000 (its limit is the interpreter's, less the stack in use): a body that
   could nest 500 levels deep goes to the standard library;
@@ -23,7 +25,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["loads"]
+__all__ = ["loads", "loads_unscanned", "may_hold_a_long_integer"]
 
 # A body that could nest this deep goes to the standard library: nesting that deep
 # needs an opening bracket per level, and a closing one.
@@ -52,8 +54,25 @@ _fast = _orjson()
 
 def loads(raw: bytes) -> Any:
     """``raw`` decoded as :func:`json.loads` decodes it (its errors included)."""
-    if (_fast is None or _LONG_NUMBER in raw.translate(_DIGITS_AS_NINES)
-            or (len(raw) >= 2 * _DEEP and raw.count(b"[") + raw.count(b"{") >= _DEEP)):
+    if _fast is None or may_hold_a_long_integer(raw):
+        return json.loads(raw)
+    return loads_unscanned(raw)
+
+
+def may_hold_a_long_integer(raw: bytes) -> bool:
+    """Whether ``raw`` has a run of 19 digits or more, where an integer that orjson
+    would turn into a ``float`` would have to be (about 7 µs per KB: scanning is the
+    dearest part of :func:`loads`, hence :func:`loads_unscanned`)."""
+    return _LONG_NUMBER in raw.translate(_DIGITS_AS_NINES)
+
+
+def loads_unscanned(raw: bytes) -> Any:
+    """:func:`loads` without the scan for long integers: what ``json.loads`` gives, or
+    the same value with a ``float`` where an integer beyond 64 bits was. Only for a
+    caller that checks every value it uses and then calls
+    :func:`may_hold_a_long_integer` whenever one is not what it expects."""
+    if _fast is None or (len(raw) >= 2 * _DEEP
+                         and raw.count(b"[") + raw.count(b"{") >= _DEEP):
         return json.loads(raw)
     try:
         return _fast(raw)

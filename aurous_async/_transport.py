@@ -52,7 +52,7 @@ from ._errors import (
     parse_retry_after,
 )
 from ._http import HttpClient, SendMarker
-from ._json import loads as json_loads
+from ._json import loads_unscanned as json_loads_unscanned
 from ._ratelimit import InMemoryRateLimiter, RateLimiter, answer_feedback, answer_values
 from ._redact import redact, redact_headers
 
@@ -344,7 +344,9 @@ class Transport:
     def _success(self, status: int, headers: CIMultiDictProxy[str], raw: bytes,
                  request_id: str | None, debug: bool) -> ApiResponse:
         try:
-            data = json_loads(raw) if raw else None
+            # Unscanned: the scan for integers beyond 64 bits waits until something
+            # reads ``data`` (a Character read from it needs none; see ApiResponse).
+            data = json_loads_unscanned(raw) if raw else None
         except (ValueError, RecursionError):
             data = _INVALID
         if data is _INVALID:
@@ -360,7 +362,11 @@ class Transport:
             # Expected after a retry of a paid call: the server answers with the
             # original result instead of charging again.
             logger.debug("answer replayed from the idempotency store (%s)", request_id)
-        return ApiResponse(status=status, data=data, headers=headers, request_id=request_id)
+        response = ApiResponse(status=status, data=data, headers=headers,
+                               request_id=request_id)
+        if data is not None:
+            response.unscanned = raw
+        return response
 
     def _feedback(
         self, bucket: str, status: int, headers: Mapping[str, str], sent_at: float | None

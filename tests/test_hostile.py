@@ -119,6 +119,27 @@ async def test_a_huge_integer_is_a_malformed_response(path: str, call: Callable)
             await call(s)
 
 
+async def test_an_integer_beyond_64_bits_reaches_a_character_exactly() -> None:
+    """orjson turns such an integer into a float; the transport's unscanned decode must
+    still give what json.loads gives, on the hot path (get) and the list path."""
+    huge = 123456789012345678901
+    character = f'{{"id": "char_1", "status": "ready", "attributes": {{"age": {huge}}}}}'
+
+    async def handler(request: web.Request) -> web.Response:
+        body = character if request.path.endswith("char_1") else \
+            f'{{"data": [{character}], "next_cursor": null}}'
+        return web.Response(text=body, content_type="application/json")
+
+    async with serve_app(_app(handler)) as url, aa.AurousSession(
+        KEY, base_url=url, rate_limits=None
+    ) as s:
+        got = await s.characters.get("char_1")
+        listed = [c async for c in s.characters.list()]
+    for c in (got, *listed):
+        assert c.attributes is not None
+        assert type(c.attributes.age) is int and c.attributes.age == huge
+
+
 # -- 8. secrets echoed by the server ------------------------------------------------------------
 
 TOKEN = "tok_SECRET_9f8e7d"

@@ -161,6 +161,44 @@ def _decoded(loads: Any, raw: bytes, cls: type) -> Any:
 def test_answers_decode_into_the_same_models_or_errors(raw: bytes) -> None:
     for cls in (aa.Character, aa.Balance):
         assert _decoded(_json.loads, raw, cls) == _decoded(json.loads, raw, cls)
+        assert _decoded_as_the_transport_does(raw, cls) == _decoded(json.loads, raw, cls)
+
+
+def _decoded_as_the_transport_does(raw: bytes, cls: type) -> Any:
+    """The transport's way: the body unscanned for long integers, the scan left to
+    whoever reads ``data`` (a Character needs it only when its fast decode fails)."""
+    try:
+        data = _json.loads_unscanned(raw)
+    except (ValueError, RecursionError):
+        return "invalid_json"
+    response = ApiResponse(status=200, data=data, headers={}, request_id=None)
+    response.unscanned = raw
+    try:
+        return response.into(cls)
+    except aa.MalformedResponseError as exc:
+        return type(exc), str(exc)
+
+
+@pytest.mark.skipif(_json._fast is None, reason="orjson (the speed extra) is not installed")
+@pytest.mark.parametrize(("raw", "orjson_differs"), [
+    (b'{"id": "c", "status": "ready", "big": 123456789012345678901, '
+     b'"n": [-9223372036854775809]}', True),
+    (b'{"data": [{"id": "c", "status": "ready", "attributes": {"age": 18446744073709551616}}]}',
+     True),
+    (b'{"id": "c", "status": "ready", "n": 18446744073709551615, "f": 1.5}', False),
+], ids=["beyond 64 bits", "in a list page", "within 64 bits"])
+def test_an_unscanned_answer_reads_as_json_loads_once_data_is_read(
+        raw: bytes, orjson_differs: bool) -> None:
+    expected = json.loads(raw)
+    assert _same(_json.loads_unscanned(raw), expected) is not orjson_differs
+    response = ApiResponse(status=200, data=_json.loads_unscanned(raw), headers={},
+                           request_id=None)
+    response.unscanned = raw
+    assert _same(response.data, expected)
+    assert response.unscanned is None  # scanned once
+    # What evolve copies (the list page's items) is the exact reading, never the body.
+    item = attrs.evolve(response, data={"id": "c", "status": "ready"})
+    assert item.unscanned is None
 
 
 @attrs.frozen(kw_only=True)
