@@ -243,13 +243,39 @@ _POSES: dict[Any, Pose] = Pose._value2member_map_  # type: ignore[assignment]
 _STATUSES: dict[Any, CharacterStatus] = CharacterStatus._value2member_map_  # type: ignore[assignment]
 
 
+# Values that repeat from answer to answer (a character's attributes on every poll, its
+# created_at always, its updated_at until its status changes) are made once and then
+# shared: they are immutable, so a shared one differs from a fresh one only by `is`.
+# Making a CharacterAttributes costs more than the rest of a Character's fields together.
+# A few hundred of each at most: when full, the table starts over.
+_SHARED_MAX = 256
+_shared_attributes: dict[tuple[str | int | None, ...], CharacterAttributes] = {}
+_shared_times: dict[str, datetime] = {}
+
+
 def _attributes(data: dict[str, Any]) -> CharacterAttributes:
     for key, value in data.items():
         wanted = _ATTRIBUTE_TYPES.get(key)
         if wanted is not None and value is not None and type(value) is not wanted:
             return converter.structure(data, CharacterAttributes)  # let it explain
-    # Unknown attributes are ignored, as everywhere; missing ones are None.
-    return _new_attributes(*map(data.get, _ATTRIBUTE_NAMES))
+    # Unknown attributes are ignored, as everywhere; missing ones are None. (Only exact
+    # str, int and None get here, so no True stands for a cached 1.)
+    values = tuple(map(data.get, _ATTRIBUTE_NAMES))
+    made = _shared_attributes.get(values)
+    if made is None:
+        if len(_shared_attributes) >= _SHARED_MAX:
+            _shared_attributes.clear()
+        made = _shared_attributes[values] = _new_attributes(*values)
+    return made
+
+
+def _time(text: str) -> datetime:
+    made = _shared_times.get(text)
+    if made is None:
+        if len(_shared_times) >= _SHARED_MAX:
+            _shared_times.clear()
+        made = _shared_times[text] = _datetime(text, None)
+    return made
 
 
 def _structure_character(data: Any, cls: Any, request_id: str | None = None) -> Character:
@@ -278,8 +304,8 @@ def _structure_character(data: Any, cls: Any, request_id: str | None = None) -> 
     return _new_character(
         character_id, _STATUSES.get(status) or CharacterStatus(status), name,
         tuple(parsed_refs),
-        None if created_at is None else _datetime(created_at, None),
-        None if updated_at is None else _datetime(updated_at, None),
+        None if created_at is None else _time(created_at),
+        None if updated_at is None else _time(updated_at),
         None if attributes is None else _attributes(attributes),
         error_message, version, answer_id,
     )

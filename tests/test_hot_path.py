@@ -272,3 +272,30 @@ def test_into_character_matches_decoding_a_copy_with_the_request_id(
         got = response.into(aa.Character)
         assert got == expected and got.request_id == expected.request_id
         assert got == _character_fields(copied, aa.Character)
+
+
+def test_repeated_attributes_and_times_are_made_once_and_stay_bounded() -> None:
+    """A poll answer repeats the character's attributes and times: they are shared, never
+    mixed up with ones that differ (not even True for 1), and the tables stay small."""
+    from aurous_async import _convert
+
+    def character(age: Any, created: str = "2026-05-08T10:00:00Z") -> aa.Character:
+        data = {"id": "c", "status": "ready", "created_at": created,
+                "attributes": {"gender": "female", "age": age}}
+        return ApiResponse(status=200, data=data, headers={}, request_id=None).into(
+            aa.Character)
+
+    first, again = character(30), character(30)
+    assert first == again and first.attributes is again.attributes
+    assert first.created_at is again.created_at
+    other = character(31, "2026-05-08T10:00:01Z")
+    assert other.attributes is not None and other.attributes.age == 31
+    assert other.created_at is not None and other.created_at.second == 1
+    assert character(1).attributes == aa.CharacterAttributes(gender="female", age=1)
+    with pytest.raises(aa.MalformedResponseError, match="age"):
+        character(True)  # equal to 1 as a dict key, but not an age
+    for age in range(3 * _convert._SHARED_MAX):
+        got = character(age, f"2026-05-08T10:{age // 60 % 60:02d}:{age % 60:02d}Z")
+        assert got.attributes is not None and got.attributes.age == age
+    assert len(_convert._shared_attributes) <= _convert._SHARED_MAX
+    assert len(_convert._shared_times) <= _convert._SHARED_MAX
