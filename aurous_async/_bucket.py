@@ -96,7 +96,8 @@ class TokenState:
         return max(self.blocked_until, max(now, start) + missing / self.rate)
 
     def _try_take(self, now: float) -> bool:
-        if now < self.blocked_until or self.tokens < 1 - _EPSILON or self._held(now):
+        if (now < self.blocked_until or self.tokens < 1 - _EPSILON
+                or (self.cold and self._held(now))):
             return False
         if self.cold:
             self.probing, self.probe_started = True, now

@@ -14,16 +14,15 @@ import asyncio
 import hashlib
 import math
 import threading
-import time
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, Protocol, runtime_checkable
 
 import attrs
 from multidict import istr
 
 from ._bucket import MAX_BLOCK, TokenState
-from ._clock import Clock, SystemClock
+from ._clock import Clock, SystemClock, readings
 from ._construct import constructor
 from ._errors import parse_retry_after
 from ._validate import integer, number
@@ -119,6 +118,7 @@ class RateLimitFeedback:
 _RETRY_AFTER = istr("Retry-After")
 _REMAINING = (istr("X-RateLimit-Remaining"), istr("RateLimit-Remaining"))
 _RESET = (istr("X-RateLimit-Reset"), istr("RateLimit-Reset"))
+_INFINITY = math.inf
 # One is made per request: without __init__'s keyword call and frozen setattr.
 _new_feedback = constructor(RateLimitFeedback)
 
@@ -135,8 +135,10 @@ def answer_values(status: int, headers: Mapping[str, str], clock: Clock) -> Answ
     retry_after = None
     if limited or _RETRY_AFTER in headers:
         retry_after = parse_retry_after(headers.get(_RETRY_AFTER), now=clock.time())
-    return _header_int(headers, _REMAINING), _header_number(headers, _RESET), retry_after, \
-        limited
+    remaining = _header_number(headers, _REMAINING)
+    if remaining is not None:  # a count: whole, and exact as a float
+        remaining = int(remaining) if remaining < 2**53 else None
+    return remaining, _header_number(headers, _RESET), retry_after, limited
 
 
 def answer_feedback(values: AnswerValues, sent_at: float | None,
@@ -150,15 +152,11 @@ def _header_number(headers: Mapping[str, str], names: tuple[str, str]) -> float 
     if raw is None:
         return None
     try:
-        value = float(raw.strip())
+        value = float(raw)  # (float() itself ignores surrounding whitespace)
     except (ValueError, OverflowError):
         return None
-    return value if 0.0 <= value < math.inf else None  # not NaN, not infinite
+    return value if 0.0 <= value < _INFINITY else None  # not NaN, not infinite
 
-
-def _header_int(headers: Mapping[str, str], names: tuple[str, str]) -> int | None:
-    value = _header_number(headers, names)
-    return int(value) if value is not None and value < 2**53 else None
 
 
 @runtime_checkable
@@ -252,7 +250,7 @@ class InMemoryRateLimiter:
         if not isinstance(self.limits, RateLimits):
             raise TypeError("limits must be a RateLimits")
         self.clock: Clock = clock or SystemClock()
-        self._monotonic, self._time = _readings(self.clock)
+        self._monotonic, self._time = readings(self.clock)
         self._states: dict[str, TokenState] = {}
         self._shared_as: tuple[str, str] | None = None
 
@@ -319,15 +317,6 @@ class InMemoryRateLimiter:
 
     def __repr__(self) -> str:
         return f"InMemoryRateLimiter({self.limits!r})"
-
-
-def _readings(clock: Clock) -> tuple[Callable[[], float], Callable[[], float]]:
-    """``clock.monotonic`` and ``clock.time``; for the system clock, the functions of
-    :mod:`time` themselves (a Python call less per reading, and the limiter reads the
-    clock two or three times per request)."""
-    if type(clock) is SystemClock:
-        return time.monotonic, time.time
-    return clock.monotonic, clock.time
 
 
 def _in_loop() -> bool:
