@@ -20,8 +20,9 @@ __all__ = [
     "captured",
     "current_deadline",
     "deadline_scope",
+    "fire_token_callback",
     "notify_on_token",
-    "take_token_callback",
+    "pending_token_callback",
 ]
 
 _DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar(
@@ -36,9 +37,9 @@ _CAPTURE: contextvars.ContextVar[list[Any] | None] = contextvars.ContextVar(
 )
 
 
-def current_deadline() -> float | None:
-    """The innermost deadline in force (a ``clock.monotonic()`` time), if any."""
-    return _DEADLINE.get()
+#: The innermost deadline in force (a ``clock.monotonic()`` time), if any. (The
+#: variable's own ``get``: every request asks, and a function around it costs a call.)
+current_deadline: Callable[[], float | None] = _DEADLINE.get
 
 
 @contextlib.contextmanager
@@ -59,12 +60,18 @@ def notify_on_token(callback: Callable[[], None] | None) -> None:
     _ON_TOKEN.set(callback)
 
 
-def take_token_callback() -> Callable[[], None] | None:
-    """The pending token callback of this task, cleared so it fires only once."""
+#: The pending token callback of this task, left in place (a cheap look, for the common
+#: case of none: then :func:`fire_token_callback` need not be called).
+pending_token_callback: Callable[[], Callable[[], None] | None] = _ON_TOKEN.get
+
+
+def fire_token_callback() -> None:
+    """Call the pending token callback of this task, if any, clearing it first so it
+    fires only once."""
     callback = _ON_TOKEN.get()
     if callback is not None:
         _ON_TOKEN.set(None)
-    return callback
+        callback()
 
 
 @contextlib.contextmanager
@@ -78,6 +85,5 @@ def capture_responses() -> Iterator[list[Any]]:
         _CAPTURE.reset(token)
 
 
-def captured() -> list[Any] | None:
-    """Where the transport should record answers now (``None``: nowhere)."""
-    return _CAPTURE.get()
+#: Where the transport should record answers now (``None``: nowhere).
+captured: Callable[[], list[Any] | None] = _CAPTURE.get

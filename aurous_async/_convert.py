@@ -232,8 +232,7 @@ _new_ref = constructor(Ref)
 _new_attributes = constructor(CharacterAttributes)
 
 
-def _text_or_none(value: Any) -> bool:
-    return value is None or type(value) is str
+_TEXT_OR_NONE = (str, type(None))
 
 
 _ATTRIBUTE_NAMES = tuple(field.name for field in attrs.fields(CharacterAttributes))
@@ -288,9 +287,10 @@ def _structure_character(data: Any, cls: Any, request_id: str | None = None) -> 
     error_message, version = get("error_message"), get("aurous_version")
     answer_id = get("request_id") if request_id is None else request_id
     if (type(character_id) is not str or type(status) is not str or type(name) is not str
-            or type(refs) not in (list, tuple) or not _text_or_none(created_at)
-            or not _text_or_none(updated_at) or not _text_or_none(error_message)
-            or not _text_or_none(version) or not _text_or_none(answer_id)
+            or type(refs) not in (list, tuple) or type(created_at) not in _TEXT_OR_NONE
+            or type(updated_at) not in _TEXT_OR_NONE
+            or type(error_message) not in _TEXT_OR_NONE
+            or type(version) not in _TEXT_OR_NONE or type(answer_id) not in _TEXT_OR_NONE
             or not (attributes is None or type(attributes) is dict)):
         return _character_fields(_with_request_id(data, cls, request_id), cls)
     parsed_refs = []

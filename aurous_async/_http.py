@@ -93,7 +93,7 @@ class _MarkingRequest(aiohttp.ClientRequest):
         marker = _MARKER.get()
         if marker is not None:
             marker.sent = True
-        return super().send(conn)
+        return aiohttp.ClientRequest.send(self, conn)  # as super(), without making one
 
 
 class HttpClient:
@@ -154,15 +154,19 @@ class HttpClient:
     ) -> HttpResponse:
         """One attempt: the answer, or an :class:`AurousError` (never an aiohttp or OS
         exception, and never one that references the request, which holds the key)."""
-        http = self.session()
+        http = self._session
+        if http is None or self.closed:
+            http = self.session()
+        client_timeout = self._timeout
+        if client_timeout.total != timeout:
+            client_timeout = self._timeout = aiohttp.ClientTimeout(total=timeout)
         error: AurousError
         token = _MARKER.set(marker) if self.traced else None
         try:
             async with http.request(
                 method, url, params=params, data=data, headers=headers,
                 proxy=self._proxy(url) if self._proxies else None,
-                allow_redirects=False, raise_for_status=False,
-                timeout=self._client_timeout(timeout),
+                allow_redirects=False, raise_for_status=False, timeout=client_timeout,
             ) as response:
                 body = await self._read(response, secrets)
                 return HttpResponse(response.status, response.headers, body)
@@ -201,11 +205,6 @@ class HttpClient:
         # and cleared, since on Python 3.10 a task resumed by an exception keeps that
         # exception "being handled" until it next suspends.
         _raise_without_context(error)
-
-    def _client_timeout(self, seconds: float) -> aiohttp.ClientTimeout:
-        if self._timeout.total != seconds:
-            self._timeout = aiohttp.ClientTimeout(total=seconds)
-        return self._timeout
 
     def _proxy(self, url: URL | str) -> str | None:
         """The proxy for ``url`` from the environment read at start (``NO_PROXY`` kept)."""

@@ -35,9 +35,9 @@ from multidict import CIMultiDict, CIMultiDictProxy, istr
 from yarl import URL
 
 from ._calls import ApiCall, ApiResponse
-from ._clock import Clock
+from ._clock import Clock, readings
 from ._config import Config
-from ._context import captured, current_deadline, take_token_callback
+from ._context import captured, current_deadline, fire_token_callback, pending_token_callback
 from ._errors import (
     APIConnectionError,
     APIStatusError,
@@ -66,6 +66,7 @@ _BACKOFF_CAP = 30.0
 # A retry that finds its own first attempt still running waits 0.5 s doubling to 8 s (as
 # the API reference advises), for at most a minute from that first 409: then it is stuck.
 _IN_FLIGHT_START, _IN_FLIGHT_CAP, _IN_FLIGHT_BUDGET = 0.5, 8.0, 60.0
+_URLS_KEPT = 1024
 _PLAIN_REQUEST_ID = re.compile(r"[A-Za-z0-9_.:\-]{1,128}\Z")
 
 
@@ -84,6 +85,7 @@ class Transport:
     ) -> None:
         self._config = config
         self._clock = clock
+        self._monotonic = readings(clock)[0]
         self._limiter = limiter
         # The in-memory limiter hands out a free token without a coroutine (most calls),
         # and takes an answer's feedback without a RateLimitFeedback made for it. (Not a
@@ -102,6 +104,8 @@ class Transport:
         if config.aurous_version:
             self._headers["Aurous-Version"] = config.aurous_version
         self._secrets = (config.api_key,)
+        # Recent paths' (immutable) URLs: a watched character's is parsed once, not per poll.
+        self._urls: dict[str, URL] = {}
         # Tasks waiting for a rate-limit token: closing the session ends their wait.
         self._waiting: set[asyncio.Task[Any]] = set()
         self._closed = False
@@ -152,8 +156,12 @@ class Transport:
         while True:
             attempt += 1
             limiter = self._limiter
-            if limiter is not None and not self._took_free_token(call.bucket):
-                await self._acquire(limiter, call.bucket, deadline)
+            if limiter is not None:
+                if self._closed:
+                    raise SessionClosedError("this AurousSession is closed")
+                # A free token is taken without a coroutine (the in-memory limiter's).
+                if self._try_acquire is None or not self._try_acquire(call.bucket):
+                    await self._acquire(limiter, call.bucket, deadline)
             if attempt == 1 and call.before_send is not None:
                 try:
                     await call.before_send()
@@ -161,9 +169,8 @@ class Transport:
                     if limiter is not None:
                         limiter.release(call.bucket)  # nothing was sent
                     raise
-            notify = take_token_callback()
-            if notify is not None:
-                notify()
+            if pending_token_callback() is not None:
+                fire_token_callback()
             # Whether the request went out; without a way to know (a session brought by
             # the caller has no trace hook of ours) assume it did.
             sent = SendMarker(sent=not self._http.traced)
@@ -233,12 +240,6 @@ class Transport:
             if answer is not None:
                 return answer
 
-    def _took_free_token(self, bucket: str) -> bool:
-        """Whether a token of ``bucket`` was free and is now ours (no waiting)."""
-        if self._closed:
-            raise SessionClosedError("this AurousSession is closed")
-        return self._try_acquire is not None and self._try_acquire(bucket)
-
     async def _acquire(self, limiter: RateLimiter, bucket: str, deadline: float | None) -> None:
         if self._closed:
             raise SessionClosedError("this AurousSession is closed")
@@ -300,8 +301,12 @@ class Transport:
             if call.json is not None:
                 body = json.dumps(call.json, separators=(",", ":")).encode()
                 headers["Content-Type"] = "application/json"
-        url = URL(config.base_url + call.path, encoded=True)
-        sent_at = clock.monotonic()
+        url = self._urls.get(call.path)
+        if url is None:
+            if len(self._urls) >= _URLS_KEPT:
+                self._urls.clear()
+            url = self._urls[call.path] = URL(config.base_url + call.path, encoded=True)
+        sent_at = self._monotonic()
         status, resp_headers = 0, _NO_HEADERS
         try:
             answer = await self._http.send(
@@ -316,7 +321,9 @@ class Transport:
             # Every attempt that went out is reported, answered or not (even when
             # cancelled): the limiter learns when the server's refill clock may have
             # started.
-            self._feedback(call.bucket, status, resp_headers, sent_at if sent.sent else None)
+            if self._limiter is not None:
+                self._feedback(call.bucket, status, resp_headers,
+                               sent_at if sent.sent else None)
         request_id = resp_headers.get(_REQUEST_ID)
         if request_id is not None and (not _plain_request_id(request_id)
                                        or self._config.api_key in request_id):
@@ -376,7 +383,7 @@ class Transport:
             return
         if sent_at is None and status == 0:
             return  # nothing went out and nothing came back: nothing to learn
-        received_at = None if sent_at is None else self._clock.monotonic()
+        received_at = None if sent_at is None else self._monotonic()
         values = answer_values(status, headers, self._clock)
         if self._observe_values is not None:
             self._observe_values(bucket, values, sent_at, received_at)

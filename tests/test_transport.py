@@ -259,3 +259,35 @@ async def test_concurrent_calls_share_one_connection_pool() -> None:
         assert set(peers) == before  # sequential calls reuse kept-alive connections
 
 
+
+
+async def test_recent_urls_are_parsed_once_and_the_table_stays_bounded(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each path's URL is kept for the next call of that path (a poll), in a table that
+    starts over when full: every request still goes to its own path."""
+    from yarl import URL
+
+    from aurous_async import _transport
+
+    parsed: list[str] = []
+
+    def counting_url(text: str, *, encoded: bool) -> URL:
+        parsed.append(text)
+        return URL(text, encoded=encoded)
+
+    monkeypatch.setattr(_transport, "_URLS_KEPT", 4)
+    monkeypatch.setattr(_transport, "URL", counting_url)
+    async with FakeAurousServer() as fake:
+        ids = [fake.add_character() for _ in range(10)]
+        async with fake.session(rate_limits=None) as s:
+            urls = s._parts.transport._urls
+            for _ in range(2):
+                for cid in ids:
+                    assert (await s.characters.get(cid)).id == cid
+                    assert len(urls) <= 4
+            made = len(parsed)
+            for _ in range(3):
+                await s.characters.get(ids[-1])
+            assert len(parsed) == made  # the last path's URL, reused
+    assert [r.path for r in fake.requests] == [f"/v1/characters/{c}" for c in ids] * 2 + [
+        f"/v1/characters/{ids[-1]}"] * 3
