@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import contextlib
 import importlib.util
+import itertools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -57,8 +58,11 @@ def unavailable(name: str) -> str | None:
 
 
 @contextlib.asynccontextmanager
-async def open_client(name: str, url: str, key: str, cid: str) -> AsyncIterator[Call]:
-    """A zero-argument coroutine function that fetches character ``cid`` once."""
+async def open_client(name: str, url: str, key: str, cid: str, *,
+                      distinct: int = 0) -> AsyncIterator[Call]:
+    """A zero-argument coroutine function that fetches character ``cid`` once (an SDK
+    client or raw aiohttp with ``distinct=n`` fetches n ids in turn, ``cid_0`` … —
+    against ``replay --distinct``, whose answers ignore the path)."""
     reason = unavailable(name)
     if reason:
         raise Unavailable(reason)
@@ -66,8 +70,14 @@ async def open_client(name: str, url: str, key: str, cid: str) -> AsyncIterator[
         limits = NEVER_WAITS if name == SDK else None
         async with aa.AurousSession(key, base_url=url, rate_limits=limits,
                                     connection_limit=CONNECTIONS) as session:
-            yield lambda: session.characters.get(cid)
+            if distinct:
+                ids = itertools.cycle([f"{cid}_{i}" for i in range(distinct)])
+                yield lambda: session.characters.get(next(ids))
+            else:
+                yield lambda: session.characters.get(cid)
         return
+    if distinct and name != RAW:
+        raise Unavailable("only the SDK clients and raw aiohttp fetch distinct ids")
     path = f"{url}/v1/characters/{cid}"
     headers = {"X-Api-Key": key}
     if name == HTTPX:
@@ -88,6 +98,16 @@ async def open_client(name: str, url: str, key: str, cid: str) -> AsyncIterator[
         async def via_aiohttp() -> object:
             async with raw.get(path) as response:
                 return await response.json()
+
+        paths = itertools.cycle([f"{path}_{i}" for i in range(distinct)])
+
+        async def via_aiohttp_distinct() -> object:
+            async with raw.get(next(paths)) as response:
+                return await response.json()
+
+        if distinct:
+            yield via_aiohttp_distinct
+            return
 
         async def via_aiohttp_decode() -> object:
             async with raw.get(path) as response:
@@ -112,7 +132,8 @@ async def run_exactly(call: Call, requests: int, concurrency: int) -> None:
 
 
 async def _main(args: argparse.Namespace) -> None:
-    async with open_client(args.client, args.url, args.key, args.id) as call:
+    async with open_client(args.client, args.url, args.key, args.id,
+                           distinct=args.distinct) as call:
         await run_exactly(call, args.requests, args.concurrency)
 
 
@@ -125,6 +146,8 @@ def main() -> None:
     p.add_argument("id")
     p.add_argument("--requests", type=int, required=True)
     p.add_argument("--concurrency", type=int, default=50)
+    p.add_argument("--distinct", type=int, default=0, metavar="N",
+                   help="SDK clients: fetch N ids in turn (with replay --distinct)")
     asyncio.run(_main(p.parse_args()))
 
 

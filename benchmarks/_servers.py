@@ -7,7 +7,9 @@ client's alone.
 - ``replay``: a minimal asyncio server (uvloop when installed) that answers every request
   with the exact bytes the fake sent for one ``GET /v1/characters/{id}``, captured once at
   start-up. It costs a few µs per request, so the client is the bottleneck; on the
-  command ``served`` it answers how many requests it has answered.
+  command ``served`` it answers how many requests it has answered. With ``--distinct``
+  it cycles through 5,000 variants of those bytes, each with its own timestamps and
+  ``gender`` (same lengths), so a client can keep nothing from one answer to the next.
 
 The parent side is :class:`ServerProcess`::
 
@@ -26,7 +28,7 @@ import subprocess
 import sys
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, ClassVar
 
 from aurous_async.testing import BucketLimit, FakeAurousServer
 
@@ -128,10 +130,32 @@ async def capture() -> tuple[bytes, str, str]:
         return head + body, fake.api_key, cid
 
 
-class Replay(asyncio.Protocol):
-    """Answers each request (a bodiless GET ends at its blank line) with ``response``."""
+#: Variants served by ``replay --distinct``: more than any table a client keeps.
+DISTINCT = 5000
 
-    response = b""
+
+def variants(response: bytes, count: int) -> list[bytes]:
+    """``count`` copies of ``response``, each with other times and another ``gender`` (the
+    same lengths, so Content-Length still holds)."""
+    times = sorted(set(re.findall(rb'"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ"', response)))
+    if b'"gender": "female"' not in response or not times:
+        raise RuntimeError("the captured answer has no timestamps or gender to vary")
+    made = []
+    for i in range(count):
+        variant = response.replace(b'"gender": "female"', b'"gender": "f%05d"' % i)
+        for n, time in enumerate(times):
+            # One day per variant, a minute per field: every value new in every answer.
+            variant = variant.replace(time, b'"2031-%02d-%02dT%02d:%02d:00Z"' % (
+                1 + i // 28 % 12, 1 + i % 28, i // 336 % 24, n))
+        made.append(variant)
+    return made
+
+
+class Replay(asyncio.Protocol):
+    """Answers each request (a bodiless GET ends at its blank line) with the next of
+    ``responses``."""
+
+    responses: ClassVar[list[bytes]] = []
     served = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -146,19 +170,23 @@ class Replay(asyncio.Protocol):
             if not data.startswith(b"GET /v1/characters/"):
                 self.transport.close()  # only ever meant for this one route
                 return
-            self.transport.write(Replay.response * count)
+            answers = Replay.responses
+            self.transport.write(b"".join(answers[(Replay.served + i) % len(answers)]
+                                          for i in range(count)))
             Replay.served += count
             data = data[data.rindex(b"\r\n\r\n") + 4:]
         self.pending = data
 
 
-async def serve_replay(loop_name: str) -> None:
-    """Capture the fake's answer, then replay it to every request; answer ``served``."""
-    Replay.response, key, cid = await capture()
+async def serve_replay(loop_name: str, distinct: bool) -> None:
+    """Capture the fake's answer, then replay it (or its variants) to every request;
+    answer ``served``."""
+    response, key, cid = await capture()
+    Replay.responses = variants(response, DISTINCT) if distinct else [response]
     server = await asyncio.get_running_loop().create_server(Replay, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     print(json.dumps({"url": f"http://127.0.0.1:{port}", "key": key, "ids": [cid],
-                      "response_bytes": len(Replay.response), "loop": loop_name}), flush=True)
+                      "response_bytes": len(response), "loop": loop_name}), flush=True)
     await _commands({"served": lambda: Replay.served})
     server.close()
 
@@ -170,6 +198,8 @@ def main() -> None:
     p.add_argument("--characters", type=int, default=1)
     p.add_argument("--status", default="ready")
     p.add_argument("--log", action="store_true", help="keep the fake's request log")
+    p.add_argument("--distinct", action="store_true",
+                   help="replay: cycle through variants of the answer (see the docstring)")
     args = p.parse_args()
     if args.kind == "fake":
         asyncio.run(serve_fake(args.characters, args.status, args.log))
@@ -181,7 +211,7 @@ def main() -> None:
     else:
         loop, name = uvloop.new_event_loop(), "uvloop"
     asyncio.set_event_loop(loop)
-    loop.run_until_complete(serve_replay(name))
+    loop.run_until_complete(serve_replay(name, args.distinct))
 
 
 if __name__ == "__main__":

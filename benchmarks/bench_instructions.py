@@ -1,7 +1,7 @@
 """Instructions per request under valgrind's cachegrind: the SDK ÷ raw aiohttp, a figure
 the load of a shared machine cannot move.
 
-    python benchmarks/bench_instructions.py [--quick] [--clients sdk,nolimits,decode]
+    python benchmarks/bench_instructions.py [--quick] [--clients sdk,nolimits,decode,new]
 
 Each client of _clients.py runs alone in a process under cachegrind (the replay server
 runs in another process, not under valgrind), once for N and once for 4N requests at
@@ -24,11 +24,17 @@ from typing import Any
 
 from _clients import RAW, RAW_DECODE, SDK, SDK_NO_LIMITS, unavailable
 from _common import header, json_decoder, parser, prose, record, table
-from _servers import HERE, ServerProcess
+from _servers import DISTINCT, HERE, ServerProcess
 
 CONCURRENCY = 50
+#: The default SDK, and raw aiohttp, against ``replay --distinct``, fetching as many ids
+#: as it has answers: nothing an answer holds (its URL, times, attributes) was seen in
+#: the last 5,000.
+SDK_NEW, RAW_NEW = "sdk, every answer new", "raw aiohttp, every answer new"
+NEW = {SDK_NEW: SDK, RAW_NEW: RAW}
 #: Short names for --clients (the clients' own names hold commas).
-SHORT = {"sdk": SDK, "nolimits": SDK_NO_LIMITS, "raw": RAW, "decode": RAW_DECODE}
+SHORT = {"sdk": SDK, "nolimits": SDK_NO_LIMITS, "raw": RAW, "decode": RAW_DECODE,
+         "new": SDK_NEW}
 
 
 def ensure_valgrind() -> tuple[str | None, str]:
@@ -53,10 +59,12 @@ def ensure_valgrind() -> tuple[str | None, str]:
 
 def instructions(valgrind: str, info: dict[str, Any], client: str, requests: int) -> int:
     """Instructions the client process executed, start to exit, for ``requests``."""
+    distinct = ["--distinct", str(DISTINCT)] if client in NEW else []
     command = [valgrind, "--tool=cachegrind", "--cache-sim=no", "--branch-sim=no",
                "--cachegrind-out-file=/dev/null", sys.executable, str(HERE / "_clients.py"),
-               client, info["url"], info["key"], info["ids"][0],
-               "--requests", str(requests), "--concurrency", str(CONCURRENCY)]
+               NEW.get(client, client), info["url"], info["key"],
+               info["ids"][0], "--requests", str(requests), "--concurrency",
+               str(CONCURRENCY), *distinct]
     # A fixed hash seed: set and dict layouts, and so the instruction count, repeat exactly.
     env = {**os.environ, "PYTHONHASHSEED": "0"}
     result = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
@@ -82,11 +90,13 @@ def main() -> None:
         prose(f"Skipped: {why}. Install valgrind (`apt-get install valgrind`) to get "
               "this table.")
         return
-    clients = [RAW, RAW_DECODE, SDK_NO_LIMITS, SDK]
+    clients = [RAW, RAW_DECODE, SDK_NO_LIMITS, SDK, RAW_NEW, SDK_NEW]
     if args.clients:
         wanted = {RAW, *(SHORT[name.strip()] for name in args.clients.split(","))}
+        if SDK_NEW in wanted:
+            wanted.add(RAW_NEW)  # its reference
         clients = [c for c in clients if c in wanted]
-    skipped = {c: reason for c in clients if (reason := unavailable(c))}
+    skipped = {c: reason for c in clients if (reason := unavailable(NEW.get(c, c)))}
     clients = [c for c in clients if c not in skipped]
     # Raw aiohttp and the default SDK run twice (interleaved with the rest), so the table
     # shows how well a count repeats.
@@ -96,10 +106,12 @@ def main() -> None:
     started = time.perf_counter()
     # The two runs of a client go side by side, one per core: counts do not depend on
     # timing, and it halves the wait.
-    with ServerProcess("replay") as server, ThreadPoolExecutor(2) as pool:
+    with ServerProcess("replay") as server, ServerProcess("replay", "--distinct") as varied, \
+            ThreadPoolExecutor(2) as pool:
         for client in order:
-            small, large = pool.map(lambda count, c=client: instructions(
-                valgrind, server.info, c, count), (n, 4 * n))
+            info = varied.info if client in NEW else server.info
+            small, large = pool.map(lambda count, c=client, i=info: instructions(
+                valgrind, i, c, count), (n, 4 * n))
             per_request.setdefault(client, []).append((large - small) / (3 * n))
     minutes = (time.perf_counter() - started) / 60
     prose(f"""Each client runs alone in a process under `valgrind --tool=cachegrind
@@ -110,7 +122,13 @@ def main() -> None:
         {3 * n:,}, so interpreter start-up, imports and warm-up cancel out. Counts do
         not depend on the machine's load; where a client ran twice both figures are
         shown. "sdk" is the default configuration as in the table above (rate limiter
-        on, a bucket that never runs dry). httpx is left out: at an order of magnitude
+        on, a bucket that never runs dry). The rows "every answer new" are the same
+        clients against a replay server cycling through {DISTINCT:,} variants of that
+        answer (other timestamps, another `gender`), fetching {DISTINCT:,} ids in turn:
+        nothing parsed for one answer (its URL, by the SDK and by yarl's own cache; its
+        times and attributes, by the SDK) helps the next, as when every call reads a
+        different character; their ratio is to raw aiohttp doing the same. The other
+        rows repeat one answer, as polling one character does. httpx is left out: at an order of magnitude
         more per request than the SDK (table above) it would take most of the run's time.
         The SDK decoded answers with {json_decoder()}; raw aiohttp's `response.json()`
         uses the standard library's. ({minutes:.1f} min.)""")
@@ -120,8 +138,10 @@ def main() -> None:
     rows = [("client", "instructions per request (k)", "÷ raw aiohttp (its mean)")]
     for client in [c for c in clients if c in per_request]:
         counts = per_request[client]
+        # Each to raw aiohttp fetching the same kind of answers.
+        reference = statistics.fmean(per_request[RAW_NEW if client in NEW else RAW])
         rows.append((client, " / ".join(f"{c / 1000:.0f}" for c in counts),
-                     " / ".join(f"{c / raw:.2f}" for c in counts)))
+                     " / ".join(f"{c / reference:.2f}" for c in counts)))
     table(rows)
     if SDK in per_request:
         record(args.figures, "instructions_ratio_sdk",
@@ -129,6 +149,9 @@ def main() -> None:
     if SDK_NO_LIMITS in per_request:
         record(args.figures, "instructions_ratio_sdk_nolimits",
                statistics.fmean(per_request[SDK_NO_LIMITS]) / raw)
+    if SDK_NEW in per_request and RAW_NEW in per_request:
+        record(args.figures, "instructions_ratio_sdk_every_answer_new",
+               statistics.fmean(per_request[SDK_NEW]) / statistics.fmean(per_request[RAW_NEW]))
     record(args.figures, "instructions_raw_k", raw / 1000)
 
 
