@@ -125,7 +125,7 @@ _RUNNER = textwrap.dedent("""
         else:
             journal = aa.SQLiteJournal(store, clock=Later())
         async with journal, aa.AurousSession(key, base_url=base_url, timeout=3600,
-                                             clock=aa.ScaledClock(200)) as s:
+                                             clock=aa.ScaledClock(400)) as s:
             async for r in s.characters.resynthesize_many(ids, auto_save=True,
                                                           journal=journal, batch="kill"):
                 print(r.character_id, r.ok, r.from_journal, flush=True)
@@ -168,11 +168,13 @@ async def _lapse_the_lease(store: str) -> None:
 
 
 async def _kill_and_resume(store: str, kill_points: list[int]) -> None:
-    clock = ScaledClock(200)
+    # 400x on both sides (as in _RUNNER): a synthesis takes 75 ms, a token past the burst
+    # 25 ms, and a held POST 0.1 real s (40 API s).
+    clock = ScaledClock(400)
     async with FakeAurousServer(clock=clock, synthesis_seconds=30) as fake:
         ids = [fake.add_character() for _ in range(14)]
         # A paid POST held by the server after it charged: the kill can land right there.
-        fake.faults.add(Fault(FaultKind.SLOW, route=RESYNTH, every=4, delay=0.2))
+        fake.faults.add(Fault(FaultKind.SLOW, route=RESYNTH, every=4, delay=0.1))
         for life, point in enumerate(kill_points):
             # Killed mid-batch (not refused the batch, nor finished before the kill).
             assert await _run_until(fake, store, ids, point, life) == -signal.SIGKILL

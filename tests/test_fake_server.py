@@ -340,10 +340,13 @@ async def test_idempotency_does_not_cache_4xx(raw: RawClient, fake: FakeAurousSe
 async def test_idempotency_in_flight_conflict(raw: RawClient, fake: FakeAurousServer) -> None:
     cid = fake.add_character()
     fake.faults.add(Fault(FaultKind.SLOW, route="POST /v1/characters/{character_id}/resynthesize",
-                          nth=1, delay=0.5))
+                          nth=1, delay=0.2))
     first = asyncio.create_task(raw.call("POST", f"/v1/characters/{cid}/resynthesize",
                                          headers={"Idempotency-Key": "busy"}))
-    await asyncio.sleep(0.1)
+    for _ in range(2000):  # until the first is recorded: its key is then in flight
+        if fake.requests:
+            break
+        await asyncio.sleep(0.005)
     status, body, headers = await raw.call("POST", f"/v1/characters/{cid}/resynthesize",
                                            headers={"Idempotency-Key": "busy"})
     assert status == 409
@@ -507,8 +510,8 @@ async def test_fault_slow_and_selection_rules(raw: RawClient, fake: FakeAurousSe
     assert statuses == [200, 200, 503, 200, 200, 503, 200, 200, 200]
     assert every.fired == 2
     fake.faults.clear()
-    fake.faults.add(Fault(FaultKind.SLOW, delay=0.3, route="GET /v1/balance"))
-    timeout = aiohttp.ClientTimeout(total=0.1)
+    fake.faults.add(Fault(FaultKind.SLOW, delay=0.2, route="GET /v1/balance"))
+    timeout = aiohttp.ClientTimeout(total=0.05)
     with pytest.raises(asyncio.TimeoutError):
         async with raw.http.get(f"{fake.base_url}/v1/balance", timeout=timeout,
                                 headers={"X-Api-Key": fake.api_key}):
@@ -546,12 +549,12 @@ async def test_request_log_records_everything(raw: RawClient, fake: FakeAurousSe
 
 
 async def test_scaled_time_plays_minutes_in_milliseconds() -> None:
-    async with FakeAurousServer(time_scale=600, synthesis_seconds=60) as fake, \
+    async with FakeAurousServer(time_scale=6000, synthesis_seconds=60) as fake, \
             aiohttp.ClientSession() as http:
         raw = RawClient(http, fake)
         cid = fake.add_character()
         await raw.call("POST", f"/v1/characters/{cid}/resynthesize")
-        await asyncio.sleep(0.15)  # 90 API seconds
+        await asyncio.sleep(0.015)  # 90 API seconds (at least: a late wake-up adds more)
         _, body, _ = await raw.call("GET", f"/v1/characters/{cid}")
         assert body["status"] == "reviewing"
 

@@ -77,7 +77,7 @@ async def test_renewal_keeps_the_lease_and_notices_its_loss(redis_url: str,
                                      clock=clock) as journal, \
             RedisJournal.from_url(redis_url, prefix=prefix) as other:
         batch = await journal.open_batch("b", ["a"])
-        for _ in range(8):  # 0.8 s of real time, renewed every 0.1 s
+        for _ in range(4):  # 0.4 s of real time (past the 0.3 s ttl), renewed every 0.1 s
             await clock.advance(0.1)
             await asyncio.sleep(0.1)
         with pytest.raises(BatchInUseError):

@@ -169,7 +169,7 @@ _CHILD = textwrap.dedent("""
         sys.stdin.readline()  # the parent empties the server's bucket, then says go
         limits = aa.RateLimits(characters_synthesize=aa.RateLimit(6, 60.0, 4))
         async with aa.AurousSession(key, base_url=base_url, rate_limits=limits,
-                                    clock=aa.ScaledClock(50)) as s:
+                                    clock=aa.ScaledClock(100)) as s:
             await asyncio.gather(*(s.characters.resynthesize(cid) for cid in ids))
 
     asyncio.run(main())
@@ -179,7 +179,7 @@ _CHILD = textwrap.dedent("""
 async def test_a_restarted_process_trips_at_most_the_cold_start_probe() -> None:
     """Defect guarded: a new process burst its whole local bucket into a server bucket
     its previous life had emptied (4 x 429 here; 12 with the real burst)."""
-    clock = ScaledClock(50)  # one token per 10 API s = 0.2 real s
+    clock = ScaledClock(100)  # one token per 10 API s = 0.1 real s (both sides)
     async with FakeAurousServer(clock=clock, buckets={"characters_synthesize": BucketLimit(6, 4)}) as fake:
         ids = [fake.add_character() for _ in range(7)]
         # A new process (forked from a Python that has imported the SDK: fork_worker).

@@ -33,10 +33,11 @@ GET_ONE = "GET /v1/characters/{character_id}"
 
 async def test_an_api_restart_mid_batch_fails_no_charged_id() -> None:
     """Defect guarded: a 5 s API restart ended a 40-id fan-out with every id failed (14
-    already charged), and re-running the failed ids charged those 14 twice."""
-    clock = ScaledClock(100)
-    # The burst of 12, then a token a second (not every 10 s) on both sides: the 8 ids
-    # past the burst wait 8 API s for tokens, not 80 (0.8 real s).
+    already charged), and re-running the failed ids charged those 14 twice. On virtual
+    time: the clock moves only while the test lets it, from timer to timer once every
+    request has been answered, and stands still while the fake stops and starts."""
+    clock = FakeClock()
+    # The burst of 12, then a token a second on both sides.
     fake = FakeAurousServer(clock=clock, synthesis_seconds=30,
                             buckets={"characters_synthesize": BucketLimit(60, 12)})
     limits = aa.RateLimits(characters_synthesize=aa.RateLimit(60, 60.0, 12))
@@ -52,15 +53,20 @@ async def test_an_api_restart_mid_batch_fails_no_charged_id() -> None:
                                                                    timeout=3_000):
                     results.append(result)
 
+            async def some_charged() -> None:
+                for _ in range(20_000):  # (on_virtual_time bounds the wait)
+                    if len(fake.ledger) >= 6:
+                        return
+                    await asyncio.sleep(0.001)
+
             batch = asyncio.create_task(run())
-            for _ in range(2_000):  # until some are charged and some not yet sent
-                if len(fake.ledger) >= 6:
-                    break
-                await asyncio.sleep(0.005)
+            await on_virtual_time(clock, fake, some_charged())
+            charged = len(fake.ledger)
+            assert 6 <= charged < len(ids)  # some charged and some not yet sent
             await fake.stop()
-            await asyncio.sleep(0.08)  # 8 API seconds of connection refused
+            await on_virtual_time(clock, fake, clock.sleep(8))  # 8 s of connection refused
             await fake.start()
-            await asyncio.wait_for(batch, timeout=60)
+            await on_virtual_time(clock, fake, batch, real_limit=60)
             failed = [r.character_id for r in results if not r.ok]
             assert failed == [], [repr(r.error) for r in results if not r.ok]
             assert sorted(r.character_id for r in results) == sorted(ids)
@@ -77,13 +83,14 @@ async def test_an_api_restart_mid_batch_fails_no_charged_id() -> None:
 
 async def test_a_watcher_rides_out_a_blip_of_503s() -> None:
     """Defect guarded: one poll out of retries (~7 s of 503s) failed every watcher of
-    that character, even with timeout=3600."""
-    clock = ScaledClock(100)
+    that character, even with timeout=3600. On virtual time: the backoffs and polls
+    take no real time."""
+    clock = FakeClock()
     async with FakeAurousServer(clock=clock, synthesis_seconds=30) as fake:
         cid = fake.add_character(status="synthesizing")
         fake.faults.add(Fault(FaultKind.JSON_503, route=GET_ONE, times=12))
         async with aa.AurousSession(fake.api_key, base_url=fake.base_url, clock=clock) as s:
-            final = await s.characters.wait(cid, timeout=3600)
+            final = await on_virtual_time(clock, fake, s.characters.wait(cid, timeout=3600))
         assert final.status is S.REVIEWING
         assert len(fake.requests_to(GET_ONE)) > 12
 
@@ -150,12 +157,13 @@ async def test_a_slow_paid_post_is_waited_for_from_its_first_409() -> None:
     """Defect guarded: the 60 s in-flight budget was counted from the start of the call,
     so a charged POST taking 65 s on the server (default timeout 60 s) raised
     IdempotencyKeyInUseError after 61.9 s instead of waiting for the replay."""
-    clock = ScaledClock(100)
+    clock = ScaledClock(200)
     async with FakeAurousServer(clock=clock, synthesis_seconds=30) as fake:
-        # 0.65 real s = 65 API s on the server; the client's attempt timeout is 0.6 s.
-        fake.faults.add(Fault(FaultKind.SLOW, route="POST /v1/characters", nth=1, delay=0.65))
+        # 0.35 real s = 70 API s on the server; the client's attempt timeout is 0.3 real
+        # s (real time, aiohttp's), as long as the 60 API s in-flight budget.
+        fake.faults.add(Fault(FaultKind.SLOW, route="POST /v1/characters", nth=1, delay=0.35))
         async with aa.AurousSession(fake.api_key, base_url=fake.base_url, clock=clock,
-                                    timeout=0.6) as s:
+                                    timeout=0.3) as s:
             hero = await s.characters.create(name="Slow", generate=True,
                                              attributes={"age": 30})
         assert hero.status is S.SYNTHESIZING
@@ -167,15 +175,20 @@ async def test_a_slow_paid_post_is_waited_for_from_its_first_409() -> None:
 
 async def test_a_stale_long_estimate_still_polls_before_the_deadline() -> None:
     """Defect guarded: after slow syntheses the first poll was planned at the learned 608 s,
-    past a 300 s deadline: WatchTimeoutError with 0 GETs though the character was done."""
-    clock = ScaledClock(1000)
+    past a 300 s deadline: WatchTimeoutError with 0 GETs though the character was done.
+    On virtual time."""
+    clock = FakeClock()
     async with FakeAurousServer(clock=clock, synthesis_seconds=45) as fake:
         cid = fake.add_character()
         async with aa.AurousSession(fake.api_key, base_url=fake.base_url, clock=clock,
                                     timeout=3600) as s:
             s._parts.scheduler.estimate.value = 600.0  # as learned from slow syntheses
-            updates = [u async for u in s.characters.resynthesize_and_watch(
-                cid, auto_save=True, timeout=300, min_time_left=0)]
+
+            async def watch() -> list[aa.StatusUpdate]:
+                return [u async for u in s.characters.resynthesize_and_watch(
+                    cid, auto_save=True, timeout=300, min_time_left=0)]
+
+            updates = await on_virtual_time(clock, fake, watch())
         assert updates[-1].status is S.READY
         assert len(fake.requests_to(GET_ONE)) >= 1
 

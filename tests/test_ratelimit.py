@@ -306,9 +306,10 @@ async def test_phase_sync_refill_waits_for_the_first_answer(clock: FakeClock) ->
     assert waiter.done()
 
 
-async def test_cancelled_attempt_is_still_reported_to_the_limiter(sfake: FakeAurousServer,
-                                                                  auto_clock: FakeClock) -> None:
-    from aurous_async.testing import Fault, FaultKind
+async def test_cancelled_attempt_is_still_reported_to_the_limiter(auto_clock: FakeClock) -> None:
+    from aiohttp import web
+
+    from .conftest import serve_app
 
     reports: list[aa.RateLimitFeedback] = []
 
@@ -317,14 +318,26 @@ async def test_cancelled_attempt_is_still_reported_to_the_limiter(sfake: FakeAur
             reports.append(feedback)
             super().observe(bucket, feedback)
 
-    sfake.faults.add(Fault(FaultKind.SLOW, route="GET /v1/balance", delay=5))
-    async with aa.AurousSession(sfake.api_key, base_url=sfake.base_url, clock=auto_clock,
-                                rate_limits=Recording(clock=auto_clock)) as s:
-        task = asyncio.create_task(s.balance())
-        await asyncio.sleep(0.1)
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
+    # A server that holds the request until the test lets it go (after the cancel), so
+    # nothing is left to wait out when it stops.
+    arrived, release = asyncio.Event(), asyncio.Event()
+
+    async def balance(request: web.Request) -> web.Response:
+        arrived.set()
+        await release.wait()
+        return web.json_response({"credits": 1})
+
+    app = web.Application()
+    app.router.add_get("/v1/balance", balance)
+    async with serve_app(app) as url:
+        async with aa.AurousSession("al_test_" + "r" * 32, base_url=url, clock=auto_clock,
+                                    rate_limits=Recording(clock=auto_clock)) as s:
+            task = asyncio.create_task(s.balance())
+            await asyncio.wait_for(arrived.wait(), timeout=10)  # the attempt is out
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        release.set()
     assert len(reports) == 1 and reports[0].sent_at is not None and reports[0].remaining is None
 
 

@@ -156,15 +156,27 @@ async def test_429_with_a_too_long_retry_after_raises(auto_clock: FakeClock) -> 
 
 
 async def test_timeout_is_retried_with_the_same_key() -> None:
-    # Real time here: the server's slow processing and our timeout race for real.
+    # The attempt timeout is real time (aiohttp's): the server holds the first attempt
+    # 0.3 s, three times the 0.1 s timeout. The backoff that follows is on a FakeClock,
+    # moved on once the server has processed the held attempt, so the retry always
+    # finds the stored answer (with a real backoff, a jitter shorter than the rest of the
+    # hold met the key in flight instead, and the call was settled by free reads).
+    clock = FakeClock()
     async with FakeAurousServer() as sfake, aa.AurousSession(
-        sfake.api_key, base_url=sfake.base_url, timeout=0.3
+        sfake.api_key, base_url=sfake.base_url, timeout=0.1, clock=clock
     ) as s:
         cid = sfake.add_character()
-        sfake.faults.add(Fault(FaultKind.SLOW, route=RESYNTH, nth=1, delay=0.6))
-        # The first attempt times out on our side but goes through on the server; the
-        # retry finds the key in flight (409), backs off, and then gets the replay.
-        character = await s.characters.resynthesize(cid)
+        sfake.faults.add(Fault(FaultKind.SLOW, route=RESYNTH, nth=1, delay=0.3))
+        call = asyncio.ensure_future(s.characters.resynthesize(cid))
+        # The first attempt times out on our side but goes through on the server...
+        for _ in range(1000):
+            if (clock.sleeps and sfake.charges_for(cid)) or call.done():
+                break
+            await asyncio.sleep(0.005)
+        assert not call.done() and len(clock.sleeps) == 1  # ...the retry waits its backoff
+        # ...and the retry, under the same key, gets the replay.
+        await clock.advance(clock.sleeps[0])
+        character = await asyncio.wait_for(call, timeout=10)
     assert character.status is aa.CharacterStatus.SYNTHESIZING
     sent = sfake.requests_to(RESYNTH)
     assert len({r.headers["Idempotency-Key"] for r in sent}) == 1

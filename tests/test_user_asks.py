@@ -9,7 +9,9 @@ from collections.abc import AsyncIterator
 import pytest
 
 import aurous_async as aa
-from aurous_async.testing import FakeAurousServer, ScaledClock
+from aurous_async.testing import FakeAurousServer, FakeClock, ScaledClock
+
+from .conftest import on_virtual_time
 
 S = aa.CharacterStatus
 RESYNTH = "POST /v1/characters/{character_id}/resynthesize"
@@ -231,7 +233,9 @@ def test_aurous_log_switches_the_logger_on() -> None:
 async def test_a_queued_update_comes_first_before_the_paid_call() -> None:
     """Defect guarded: a streaming endpoint waited minutes for its first byte while its
     call was queued for a rate-limit token."""
-    clock = ScaledClock(50)  # a token every 10 API s = 0.2 real s
+    # On virtual time: the next token (6/min: 10 s after the burst) is due only when the
+    # clock is moved on, so nothing races the checks of what is still queued.
+    clock = FakeClock()
     async with FakeAurousServer(clock=clock, synthesis_seconds=30) as fake, \
             fake.session(timeout=3600) as s:
         ids = [fake.add_character() for _ in range(13)]
@@ -240,11 +244,12 @@ async def test_a_queued_update_comes_first_before_the_paid_call() -> None:
         wait = s.estimated_wait("characters_synthesize")
         assert wait is not None and wait > 5  # 6/min: the next token is seconds away
         updates = s.characters.resynthesize_and_watch(ids[12], queued=True)
-        first = await updates.__anext__()
+        # It comes at once, the clock standing still (a hang guard, not a measurement).
+        first = await asyncio.wait_for(updates.__anext__(), timeout=10)
         assert first.queued and first.status == "queued" and first.previous_status is None
         assert first.estimated_wait is not None and first.estimated_wait > 5
         assert len(fake.requests_to(RESYNTH)) == 12  # the paid call is not out yet
-        second = await updates.__anext__()
+        second = await on_virtual_time(clock, fake, updates.__anext__())
         assert second.status is S.SYNTHESIZING and not second.queued
         await updates.aclose()
         assert len(fake.ledger) == 13
@@ -304,9 +309,12 @@ async def test_joiners_take_over_when_the_owner_walks_away() -> None:
     async with FakeAurousServer(clock=clock, synthesis_seconds=5) as fake, \
             fake.session(timeout=3600) as s:
         cid = fake.add_character()
-        fake.faults.add(Fault(FaultKind.SLOW, route=RESYNTH, nth=1, delay=0.5))
+        fake.faults.add(Fault(FaultKind.SLOW, route=RESYNTH, nth=1, delay=0.2))
         owner = asyncio.ensure_future(_first(s.characters.resynthesize_and_watch(cid)))
-        await asyncio.sleep(0.05)  # the owner's POST is on its way
+        for _ in range(2000):  # until the owner's POST is at the server (and held there)
+            if fake.requests_to(RESYNTH):
+                break
+            await asyncio.sleep(0.002)
         joiner = asyncio.ensure_future(
             _last(s.characters.resynthesize_and_watch(cid, auto_save=True)))
         await asyncio.sleep(0.05)
