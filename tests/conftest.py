@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import time
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any, TypeVar
@@ -11,6 +12,12 @@ import pytest
 from aiohttp import web
 
 from aurous_async.testing import FakeAurousServer, FakeClock, ScaledClock
+
+# The Ctrl-C tests press Ctrl-C on this very process (and on children it starts). A suite
+# started in the background by a shell without job control (`pytest … &`, nohup) inherits
+# SIGINT ignored, and those tests would hang instead of pressing it: restore the default.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 class RawClient:
