@@ -16,6 +16,7 @@ _SECRET_QUERY = re.compile(
     re.IGNORECASE,
 )
 _API_KEY = re.compile(r"\b(al_live_|al_test_|og_)[A-Za-z0-9_\-]{6,}")
+_PLAIN_REQUEST_ID = re.compile(r"[A-Za-z0-9_.:\-]{1,128}\Z")
 
 
 def redact_url(url: str) -> str:
@@ -35,6 +36,20 @@ def redact(text: str, *secrets: str | None) -> str:
             text = text.replace(secret, "<redacted>")
     text = _API_KEY.sub(lambda m: m.group(1) + "…", redact_url(text))
     return _WEBHOOK_SECRET.sub("whsec_…", text) if "whsec_" in text else text
+
+
+def safe_request_id(text: str, *secrets: str | None) -> str:
+    """An answer's request id as it may be shown: as it is when it is a plain identifier
+    holding none of ``secrets`` (the usual ``req_01…``), else through :func:`redact` (a
+    server may echo secrets)."""
+    # An ASCII identifier is told without the regular expression, which costs more.
+    if (len(text) <= 128 and text.isascii() and text.isidentifier()) \
+            or _PLAIN_REQUEST_ID.match(text) is not None:
+        for secret in secrets:
+            if secret and secret in text:
+                return redact(text, *secrets)
+        return text
+    return redact(text, *secrets)
 
 
 def redact_headers(headers: Mapping[str, str], *secrets: str | None) -> CIMultiDict[str]:

@@ -24,7 +24,6 @@ import asyncio
 import json
 import logging
 import math
-import re
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -41,6 +40,7 @@ from ._context import captured, current_deadline, fire_token_callback, pending_t
 from ._errors import (
     APIConnectionError,
     APIStatusError,
+    APITimeoutError,
     AurousError,
     DeadlineExceededError,
     IdempotencyKeyInUseError,
@@ -54,7 +54,7 @@ from ._errors import (
 from ._http import HttpClient, SendMarker
 from ._json import loads_unscanned as json_loads_unscanned
 from ._ratelimit import InMemoryRateLimiter, RateLimiter, answer_feedback, answer_values
-from ._redact import redact, redact_headers
+from ._redact import redact, redact_headers, safe_request_id
 
 __all__ = ["ApiCall", "ApiResponse", "Transport"]
 
@@ -67,7 +67,6 @@ _BACKOFF_CAP = 30.0
 # the API reference advises), for at most a minute from that first 409: then it is stuck.
 _IN_FLIGHT_START, _IN_FLIGHT_CAP, _IN_FLIGHT_BUDGET = 0.5, 8.0, 60.0
 _URLS_KEPT = 1024
-_PLAIN_REQUEST_ID = re.compile(r"[A-Za-z0-9_.:\-]{1,128}\Z")
 
 
 class Transport:
@@ -317,6 +316,11 @@ class Transport:
         except MalformedResponseError as exc:
             status = exc.status  # an oversized body still told us about the bucket
             raise
+        except APITimeoutError:
+            if timeout < config.timeout:  # the caller's deadline cut it short, not the API
+                raise DeadlineExceededError(f"{call.method} {call.path}: the deadline "
+                                            "passed while waiting for the answer") from None
+            raise
         finally:
             # Every attempt that went out is reported, answered or not (even when
             # cancelled): the limiter learns when the server's refill clock may have
@@ -325,9 +329,8 @@ class Transport:
                 self._feedback(call.bucket, status, resp_headers,
                                sent_at if sent.sent else None)
         request_id = resp_headers.get(_REQUEST_ID)
-        if request_id is not None and (not _plain_request_id(request_id)
-                                       or self._config.api_key in request_id):
-            request_id = redact(request_id, *self._secrets)  # a server echoing secrets
+        if request_id is not None:
+            request_id = safe_request_id(request_id, *self._secrets)
         debug = logger.isEnabledFor(logging.DEBUG)
         if debug:
             logger.debug("%s %s -> %d %s attempt=%d %.3fs", call.method, call.path, status,
@@ -436,13 +439,6 @@ _INVALID = object()
 # Read from every answer, as multidict's case-insensitive keys (no case folding per
 # lookup).
 _REQUEST_ID, _REPLAYED = istr("Aurous-Request-Id"), istr("Aurous-Idempotent-Replayed")
-
-
-def _plain_request_id(text: str) -> bool:
-    """Whether ``text`` matches _PLAIN_REQUEST_ID; an ASCII identifier (the usual
-    ``req_01…``) is told without the regular expression, which costs more."""
-    return (len(text) <= 128 and text.isascii() and text.isidentifier()) \
-        or _PLAIN_REQUEST_ID.match(text) is not None
 
 
 def _short(error: AurousError) -> str:

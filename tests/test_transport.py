@@ -303,3 +303,26 @@ async def test_recent_urls_are_parsed_once_and_the_table_stays_bounded(
             assert len(parsed) == made  # the last path's URL, reused
     assert [r.path for r in fake.requests] == [f"/v1/characters/{c}" for c in ids] * 2 + [
         f"/v1/characters/{ids[-1]}"] * 3
+
+
+async def test_an_attempt_cut_short_by_a_flows_deadline_is_the_flows_timeout(
+        sfake: FakeAurousServer) -> None:
+    """Defect guarded: a poll or POST in flight when a flow's deadline passed (its attempt
+    timeout capped at the time left) surfaced as APITimeoutError, as if the API were slow,
+    as in 1 of 10 full runs of test_many_batch_timeout."""
+    waited, batched = sfake.add_character(), sfake.add_character()
+    # Held past the flows' 0.15 s, well within the session's 30 s attempt timeout.
+    sfake.faults.add(Fault(FaultKind.SLOW, route="GET /v1/characters/{character_id}",
+                           delay=0.3))
+    sfake.faults.add(Fault(FaultKind.SLOW,
+                           route="POST /v1/characters/{character_id}/resynthesize", delay=0.3))
+    async with aa.AurousSession(sfake.api_key, base_url=sfake.base_url, timeout=30,
+                                rate_limits=None) as s:
+        with pytest.raises(aa.WatchTimeoutError):
+            await s.characters.wait(waited, timeout=0.15)
+        with pytest.raises(aa.WatchTimeoutError) as info:
+            async for _ in s.characters.resynthesize_and_watch(batched, timeout=0.15,
+                                                               min_time_left=0):
+                pass
+    # The paid POST was on its way: the error says so, with the key to retry it.
+    assert info.value.may_have_been_processed and info.value.idempotency_key
