@@ -142,7 +142,10 @@ async def test_two_sessions_share_the_budget_no_429(redis_url: str) -> None:
         for lim in lims:
             await lim.aclose()
     assert fake.rate_limited == {}
-    assert elapsed == pytest.approx(REFILLS / 6, rel=0.15)
+    # Paced as one budget: the refills take their time (budgets per session would let
+    # every call go at once) and are not waited twice over. A loaded machine only adds
+    # time (0.69 s was seen for 0.5), so the upper bound is loose.
+    assert REFILLS / 6 * 0.85 <= elapsed < REFILLS / 6 * 2
 
 
 def test_processes_on_one_budget_see_no_429(redis_url: str) -> None:
