@@ -6,6 +6,8 @@ import asyncio
 import re
 import subprocess
 import sys
+import threading
+import time
 
 import aiohttp
 import pytest
@@ -518,6 +520,26 @@ async def test_fault_slow_and_selection_rules(raw: RawClient, fake: FakeAurousSe
             pass
     with pytest.raises(ValueError, match="at most one"):
         Fault(FaultKind.DROP, nth=1, every=2)
+
+
+async def test_a_slow_hold_lasts_until_the_test_releases_it(raw: RawClient,
+                                                            fake: FakeAurousServer) -> None:
+    """A SLOW rule keeps its request in flight until ``release()`` (from any thread), and
+    holds none after; its ``delay`` only bounds a test gone wrong."""
+    held = fake.faults.add(Fault(FaultKind.SLOW, route="GET /v1/balance", delay=30))
+    call = asyncio.create_task(raw.call("GET", "/v1/balance"))
+    for _ in range(2000):  # until the request is at the server
+        if fake.requests_in_progress:
+            break
+        await asyncio.sleep(0.005)
+    await asyncio.sleep(0.1)
+    assert not call.done() and fake.requests_in_progress == 1
+    released_at = time.monotonic()
+    threading.Thread(target=held.release).start()
+    assert (await asyncio.wait_for(call, 5))[0] == 200
+    assert time.monotonic() - released_at < 1
+    assert (await asyncio.wait_for(raw.call("GET", "/v1/balance"), 1))[0] == 200  # no hold
+    assert held.fired == 2
 
 
 async def test_probability_faults_are_seeded(clock: FakeClock) -> None:

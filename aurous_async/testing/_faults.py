@@ -25,7 +25,8 @@ class FaultKind(str, enum.Enum):
     JSON_503 = "json_503"
     #: Process the request, then answer 200 with a body that is not valid JSON.
     BROKEN_JSON = "broken_json"
-    #: Take ``delay`` real seconds to process the request (to trip client timeouts).
+    #: Take ``delay`` real seconds to process the request (to trip client timeouts), or
+    #: until the test calls the rule's :meth:`Fault.release`.
     SLOW = "slow"
     #: Add unknown fields to every JSON object in the response body.
     EXTRA_FIELDS = "extra_fields"
@@ -51,6 +52,14 @@ class Fault:
     Example::
 
         server.faults.add(Fault(FaultKind.DROP, route="POST /v1/characters", nth=1))
+
+    A ``SLOW`` rule holds its requests ``delay`` real seconds, or until
+    :meth:`release` — so a test can keep a request in flight for exactly as long as it
+    needs, however busy the machine::
+
+        held = server.faults.add(Fault(FaultKind.SLOW, route=..., nth=1, delay=30))
+        ...  # the request is in flight here
+        held.release()  # it is processed and answered now
     """
 
     kind: FaultKind = attrs.field(converter=FaultKind)
@@ -64,6 +73,13 @@ class Fault:
     status_value: str = "queued"
     fired: int = attrs.field(default=0, init=False)
     seen: int = attrs.field(default=0, init=False)
+    #: Set by :meth:`release`: the ``SLOW`` holds of this rule end (now and later).
+    released: bool = attrs.field(default=False, init=False)
+
+    def release(self) -> None:
+        """End this ``SLOW`` rule's holds: requests held now go on at once, and any it
+        fires on later are not held. Safe from any thread."""
+        self.released = True
 
     def __attrs_post_init__(self) -> None:
         choices = [x for x in (self.nth, self.every, self.probability) if x is not None]

@@ -11,6 +11,7 @@ import hashlib
 import json
 import math
 import re
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
@@ -97,7 +98,7 @@ class Pipeline:
             if ctx.fault is not None and ctx.fault.kind is FaultKind.SLOW:
                 # Slow *processing*: the request is in flight (its idempotency key busy)
                 # for the whole delay, and takes effect after a client may have given up.
-                await asyncio.sleep(ctx.fault.delay)
+                await _hold(ctx.fault)
             status, payload = await handler(ctx)
             return web.json_response(payload, status=status)
 
@@ -336,3 +337,12 @@ def _replace_status(payload: Any, value: str) -> Any:
             out["data"] = [_replace_status(v, value) for v in out["data"]]
         return out
     return payload
+
+
+async def _hold(fault: Fault) -> None:
+    """A ``SLOW`` rule's hold: ``delay`` real seconds, or until the rule is released."""
+    end = time.monotonic() + fault.delay
+    # A flag looked at every 10 ms, not an asyncio.Event: the test that releases the rule
+    # may run in another thread than the fake's loop.
+    while not fault.released and (left := end - time.monotonic()) > 0:  # noqa: ASYNC110
+        await asyncio.sleep(min(left, 0.01))
