@@ -21,7 +21,7 @@ from ._errors import MalformedResponseError
 from ._json import may_hold_a_long_integer
 from ._models import Character
 
-__all__ = ["ApiCall", "ApiResponse"]
+__all__ = ["ApiCall", "ApiResponse", "Unscanned"]
 
 T = TypeVar("T")
 
@@ -52,40 +52,51 @@ class ApiCall:
     resumed: bool = False
 
 
+#: ``(value, body)`` as an answer's ``data``: ``value`` is
+#: :func:`~aurous_async._json.loads_unscanned`'s reading of ``body``, not yet checked for
+#: integers beyond 64 bits. A plain tuple (cheap to make; JSON never decodes to one), it
+#: travels with the body it came from, so a copy made by ``attrs.evolve`` reads exactly.
+Unscanned = tuple[Any, bytes]
+
+
+def _data_repr(data: Any) -> str:
+    if type(data) is tuple:
+        return f"<JSON of {len(data[1])} bytes, not yet scanned>"  # never the body itself
+    return repr(data)
+
+
 @attrs.define(kw_only=True)
 class ApiResponse:
     """A successful answer, JSON-decoded (``data``: exactly as :func:`json.loads` decodes
-    the body)."""
+    the body; the transport passes it :data:`Unscanned`, read lazily)."""
 
     status: int
-    _data: Any = attrs.field(alias="data")
+    _data: Any = attrs.field(alias="data", repr=_data_repr)
     headers: Mapping[str, str]
     request_id: str | None
-    #: The body, while ``_data`` is its :func:`~aurous_async._json.loads_unscanned`
-    #: decoding, not yet checked for integers beyond 64 bits. Not copied by ``evolve``.
-    unscanned: bytes | None = attrs.field(init=False, default=None, eq=False, repr=False)
 
     @property
     def data(self) -> Any:
         """The body as :func:`json.loads` decodes it."""
-        raw = self.unscanned
-        if raw is not None:
-            self.unscanned = None
+        data = self._data
+        if type(data) is tuple:  # Unscanned
+            data, raw = data
             if may_hold_a_long_integer(raw):
                 # json.loads accepted this body's kind before orjson did (see _json.py);
                 # should it ever refuse one orjson took, orjson's reading stands.
                 with contextlib.suppress(ValueError, RecursionError):
-                    self._data = json.loads(raw)
-        return self._data
+                    data = json.loads(raw)
+            self._data = data
+        return data
 
     def into(self, cls: type[T]) -> T:
         """The body as ``cls`` (with ``request_id`` filled in where the class has it)."""
-        if cls is Character and self.unscanned is not None:
+        if cls is Character and type(self._data) is tuple:  # Unscanned
             # Every value a Character is made of is checked for its exact type, so one
             # made from the unscanned body is the one json.loads' would give; only if
             # that fails may an integer orjson made a float be why.
             try:
-                return decode(self._data, cls, request_id=self.request_id)
+                return decode(self._data[0], cls, request_id=self.request_id)
             except DecodeError:
                 pass
         try:

@@ -152,9 +152,14 @@ def _header_number(headers: Mapping[str, str], names: tuple[str, str]) -> float 
     if raw is None:
         return None
     try:
-        value = float(raw)  # (float() itself ignores surrounding whitespace)
-    except (ValueError, OverflowError):
-        return None
+        value = float(raw)
+    except ValueError:
+        # float() ignores surrounding whitespace, but not the C0 separators str.strip()
+        # also drops ("5\x1f"): those, and only those, pay for the strip.
+        try:
+            value = float(raw.strip())
+        except ValueError:
+            return None
     return value if 0.0 <= value < _INFINITY else None  # not NaN, not infinite
 
 

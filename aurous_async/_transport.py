@@ -372,11 +372,8 @@ class Transport:
             # Expected after a retry of a paid call: the server answers with the
             # original result instead of charging again.
             logger.debug("answer replayed from the idempotency store (%s)", request_id)
-        response = ApiResponse(status=status, data=data, headers=headers,
-                               request_id=request_id)
-        if data is not None:
-            response.unscanned = raw
-        return response
+        return ApiResponse(status=status, data=None if data is None else (data, raw),
+                           headers=headers, request_id=request_id)
 
     def _feedback(
         self, bucket: str, status: int, headers: Mapping[str, str], sent_at: float | None
