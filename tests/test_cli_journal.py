@@ -444,6 +444,7 @@ def test_a_live_runner_is_reported_after_twice_its_lease(cli: Cli, server: FakeA
                     r"working on it", errors[0])
     waited = int(re.findall(r"after (\d+)s", errors[0])[0])
     # Twice the lease life it saw, which a live runner renewing every third of its
-    # 150 s ttl keeps above 100 s.
-    assert waited >= 2 * 100
+    # 150 s ttl keeps above 100 s — less a renewal late by a few real ms under load
+    # (197 was seen): 180 still tells twice the life from once (at most 150).
+    assert waited >= 2 * 90
     assert server.requests_to(RESYNTHESIZE) == []
