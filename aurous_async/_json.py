@@ -25,7 +25,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["loads", "loads_unscanned", "may_hold_a_long_integer"]
+__all__ = ["UNSCANNED_MAY_DIFFER", "loads", "loads_unscanned", "may_hold_a_long_integer"]
 
 # A body that could nest this deep goes to the standard library: nesting that deep
 # needs an opening bracket per level, and a closing one.
@@ -50,6 +50,9 @@ def _orjson() -> Callable[[bytes], Any] | None:
 
 
 _fast = _orjson()
+#: Whether :func:`loads_unscanned` may differ from :func:`loads` at all (only orjson
+#: turns long integers into floats): without it there is nothing to scan for later.
+UNSCANNED_MAY_DIFFER = _fast is not None
 
 
 def loads(raw: bytes) -> Any:

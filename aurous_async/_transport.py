@@ -33,6 +33,7 @@ import backoff
 from multidict import CIMultiDict, CIMultiDictProxy, istr
 from yarl import URL
 
+from . import _json
 from ._calls import ApiCall, ApiResponse
 from ._clock import Clock, readings
 from ._config import Config
@@ -372,15 +373,15 @@ class Transport:
             # Expected after a retry of a paid call: the server answers with the
             # original result instead of charging again.
             logger.debug("answer replayed from the idempotency store (%s)", request_id)
-        return ApiResponse(status=status, data=None if data is None else (data, raw),
-                           headers=headers, request_id=request_id)
+        if data is not None and _json.UNSCANNED_MAY_DIFFER:
+            data = (data, raw)  # Unscanned (without orjson it is json.loads' already)
+        return ApiResponse(status=status, data=data, headers=headers, request_id=request_id)
 
     def _feedback(
         self, bucket: str, status: int, headers: Mapping[str, str], sent_at: float | None
     ) -> None:
         limiter = self._limiter
-        if limiter is None:
-            return
+        assert limiter is not None  # called only with one
         if sent_at is None and status == 0:
             return  # nothing went out and nothing came back: nothing to learn
         received_at = None if sent_at is None else self._monotonic()

@@ -311,3 +311,26 @@ def test_repeated_attributes_and_times_are_made_once_and_stay_bounded() -> None:
         assert got.attributes is not None and got.attributes.age == age
     assert len(_convert._shared_attributes) <= _convert._SHARED_MAX
     assert len(_convert._shared_times) <= _convert._SHARED_MAX
+
+
+async def test_without_orjson_an_answer_is_decoded_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without orjson the transport's reading is json.loads' already: nothing is kept to
+    scan later, so an answer with a long digit run is not decoded a second time."""
+    from aurous_async.testing import FakeAurousServer
+
+    monkeypatch.setattr(_json, "_fast", None)
+    monkeypatch.setattr(_json, "UNSCANNED_MAY_DIFFER", False)
+    decoded: list[bytes] = []
+    real_loads = json.loads
+
+    def counting_loads(raw: Any, *args: Any, **kwargs: Any) -> Any:
+        decoded.append(raw)
+        return real_loads(raw, *args, **kwargs)
+
+    monkeypatch.setattr(_json.json, "loads", counting_loads)
+    async with FakeAurousServer() as fake:
+        fake.add_character(name="1234567890123456789012")  # a long digit run in the body
+        async with fake.session(rate_limits=None) as s:
+            listed = [c async for c in s.characters.list()]
+    assert [c.name for c in listed] == ["1234567890123456789012"]
+    assert len([raw for raw in decoded if b"1234567890123456789012" in raw]) == 1
