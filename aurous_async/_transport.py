@@ -41,7 +41,6 @@ from ._context import captured, current_deadline, fire_token_callback, pending_t
 from ._errors import (
     APIConnectionError,
     APIStatusError,
-    APITimeoutError,
     AurousError,
     DeadlineExceededError,
     IdempotencyKeyInUseError,
@@ -211,7 +210,8 @@ class Transport:
                     waits.send(None)
                 wait = self._retry_wait(error, waits)
             if deadline is not None and clock.monotonic() + wait > deadline:
-                raise error
+                # The deadline, not the error, ends the call: the retry would have gone.
+                raise _deadline_error(call, error)
             if logger.isEnabledFor(logging.WARNING):
                 logger.warning(
                     "%s %s: %s; retrying in %.2fs (attempt %d of %d)", call.method, call.path,
@@ -317,11 +317,6 @@ class Transport:
         except MalformedResponseError as exc:
             status = exc.status  # an oversized body still told us about the bucket
             raise
-        except APITimeoutError:
-            if timeout < config.timeout:  # the caller's deadline cut it short, not the API
-                raise DeadlineExceededError(f"{call.method} {call.path}: the deadline "
-                                            "passed while waiting for the answer") from None
-            raise
         finally:
             # Every attempt that went out is reported, answered or not (even when
             # cancelled): the limiter learns when the server's refill clock may have
@@ -390,6 +385,14 @@ class Transport:
             self._observe_values(bucket, values, sent_at, received_at)
         else:
             limiter.observe(bucket, answer_feedback(values, sent_at, received_at))
+
+
+def _deadline_error(call: ApiCall, cause: AurousError) -> DeadlineExceededError:
+    """The flow's deadline passed before ``call`` could be retried after ``cause``."""
+    error = DeadlineExceededError(f"{call.method} {call.path}: the deadline passed before "
+                                  f"a retry after {_short(cause)}")
+    error.may_have_been_processed = cause.may_have_been_processed
+    return error
 
 
 def _retryable(call: ApiCall, error: AurousError, sent: bool) -> bool:

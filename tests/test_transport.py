@@ -326,3 +326,21 @@ async def test_an_attempt_cut_short_by_a_flows_deadline_is_the_flows_timeout(
                 pass
     # The paid POST was on its way: the error says so, with the key to retry it.
     assert info.value.may_have_been_processed and info.value.idempotency_key
+
+
+async def test_a_retry_the_deadline_stops_ends_as_the_flows_timeout(
+        sfake: FakeAurousServer) -> None:
+    """The deadline, not the 503, ends a paid call whose next retry would pass it: the
+    flow's WatchTimeoutError (naming the 503, with the key to retry with), as when the
+    deadline cuts an attempt short — never which of the two depended on the jitter."""
+    cid = sfake.add_character()
+    sfake.faults.add(Fault(FaultKind.JSON_503,
+                           route="POST /v1/characters/{character_id}/resynthesize"))
+    async with aa.AurousSession(sfake.api_key, base_url=sfake.base_url, timeout=30,
+                                rate_limits=None) as s:
+        with pytest.raises(aa.WatchTimeoutError) as info:
+            async for _ in s.characters.resynthesize_and_watch(cid, timeout=0.3,
+                                                               min_time_left=0):
+                pass
+    assert "503" in str(info.value) and info.value.idempotency_key
+    assert sfake.charges_for(cid) == []
