@@ -374,3 +374,19 @@ async def test_an_oversized_body_echoing_the_key_is_refused_redacted() -> None:
     error = info.value
     assert error.code == "response_too_large"
     assert KEY not in f"{error} {error!r} {error.request_id} {dict(error.headers)}"
+
+
+async def test_a_request_id_shaped_like_another_api_key_is_redacted() -> None:
+    """Defect guarded: a plain-looking request id was shown as it was unless it held the
+    session's own key, so a server echoing another (or a rotated) key leaked it."""
+    other = "al_live_" + "o" * 40
+
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(body=CHARACTER, content_type="application/json",
+                            headers={"Aurous-Request-Id": other})
+
+    async with serve_app(_app(handler)) as url, aa.AurousSession(
+        KEY, base_url=url, rate_limits=None
+    ) as s:
+        character = await s.characters.get("char_1")
+    assert character.request_id is not None and "o" * 40 not in character.request_id
