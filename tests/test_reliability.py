@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import aurous_async as aa
+from aurous_async import _convert
 from aurous_async.testing import BucketLimit, FakeAurousServer, Fault, FaultKind, ScaledClock
 
 from .conftest import on_virtual_time, sdk_tasks, serve_app
@@ -479,6 +480,14 @@ def _sdk_memory(snapshot: tracemalloc.Snapshot) -> int:
                and not fnmatch.fnmatch(stat.traceback[0].filename, "*aurous_async/testing*"))
 
 
+def _empty_bounded_caches() -> None:
+    """Empty the decode caches shared by every session: they fill with new timestamps up
+    to their bound (256 entries, tested in ``test_hot_path.py``) and then start over, a
+    saw of up to ~40 KB that is not growth but would hide or fake it."""
+    _convert._shared_times.clear()
+    _convert._shared_attributes.clear()
+
+
 async def test_a_simulated_week_keeps_memory_flat() -> None:
     """A bot resynthesizing one character an hour for a week (on virtual time: the
     clock jumps from timer to timer once every request has been answered)."""
@@ -503,7 +512,8 @@ async def test_a_simulated_week_keeps_memory_flat() -> None:
                     # which hold times the clock allocated), not the SDK's memory.
                     clock.sleeps.clear()
                     fake.requests.clear()
-                    if hour % 24 == 23:
+                    if hour % 6 == 5:
+                        _empty_bounded_caches()
                         gc.collect()
                         sizes.append(_sdk_memory(tracemalloc.take_snapshot()))
             finally:
@@ -513,5 +523,9 @@ async def test_a_simulated_week_keeps_memory_flat() -> None:
             assert isinstance(s.rate_limiter, aa.InMemoryRateLimiter)
             assert s.rate_limiter.queued("characters_synthesize") == 0
     assert len(fake.ledger) == 7 * 24  # every burst went through, charged once each
-    # From the first day to the last, the SDK's own memory does not grow.
-    assert sizes[-1] - sizes[0] < 16 * 1024, sizes
+    # From the first day to the last, the SDK's own memory does not grow. Each day's
+    # least is compared: within a day it saws by ~15 KB, as asyncio keeps cancelled
+    # timers (each aiohttp request's timeout, with the context it was made in) until
+    # enough have piled up to sweep them.
+    troughs = [min(sizes[day * 4:day * 4 + 4]) for day in range(7)]
+    assert troughs[-1] - troughs[0] < 16 * 1024, sizes
