@@ -31,9 +31,11 @@ class PollPolicy:
     The schedule starts over whenever the status changes.
 
     With ``learn`` (the default), a session that has seen a few syntheses finish polls a
-    synthesis it has just started first near the typical duration instead, and only
-    then every ``interval`` growing: most characters are then seen done by their first
-    GET, which saves the ``characters_get`` budget for wide fan-outs.
+    synthesis it has just started first near the typical duration instead; one still
+    running then is polled next near what such late ones took (when that is between
+    ``interval`` and ``max_interval`` away), and only then every ``interval`` growing:
+    most characters are seen done by their first GET and nearly all by their second,
+    which saves the ``characters_get`` budget for wide fan-outs.
 
     >>> [round(d, 2) for d in PollPolicy(jitter=0).delays(4)]
     [2.0, 3.0, 4.5, 6.75]

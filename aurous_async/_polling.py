@@ -86,12 +86,13 @@ class _Watched:
     """The poll state of one character, shared by all its watchers."""
 
     __slots__ = (
+        "aimed",
         "due",
         "failures",
         "known",
+        "missed",
         "parked",
         "poll",
-        "polled",
         "started",
         "status",
         "subscribers",
@@ -107,11 +108,13 @@ class _Watched:
         self.failures = 0  # transient poll failures in a row
         self.parked = False  # due, but every watcher has unread states: no poll for now
         self.due = -math.inf
-        # A synthesis we saw start (a POST just answered `synthesizing`): when, and how
-        # many polls it has had; it teaches the duration estimate.
+        # A synthesis we saw start (a POST just answered `synthesizing`): when, and
+        # whether a poll aimed at the first estimate found it still running. It teaches
+        # the estimates; `aimed` is the one the next poll was timed by, if any.
         fresh = known is not None and known.status == CharacterStatus.SYNTHESIZING
         self.started = now if fresh else None
-        self.polled = 0
+        self.missed = False
+        self.aimed: DurationEstimate | None = None
 
 
 class PollScheduler:
@@ -156,6 +159,9 @@ class PollScheduler:
         self.polls_sent = 0
         #: Typical synthesis duration seen by this session (see PollPolicy.learn).
         self.estimate = DurationEstimate()
+        #: The same for syntheses still running at the first estimate: when to look
+        #: again (a quantile of the late ones, instead of the policy's short steps).
+        self.late_estimate = DurationEstimate(quantile=0.8)
         self._pushed_at = -math.inf
 
     @property
@@ -176,11 +182,12 @@ class PollScheduler:
         if watched is None:
             watched = self._watched[character_id] = _Watched(known, now)
             delay = 0.0 if known is None else self.policy.delay(0, self._rng)
+            aimed = None
             if watched.started is not None and self.policy.learn and self.estimate.value:
-                delay = self.estimate.value * (1 + self._rng.uniform(0, self.policy.jitter))
+                aimed, delay = self.estimate, self._timed(self.estimate.value)
             if known is not None and self._pushes_active():
-                delay = self._safety_net()
-            self._schedule(character_id, watched, delay)
+                aimed, delay = None, self._safety_net()
+            self._schedule(character_id, watched, delay, aimed)
         elif known is not None and watched.known is None:
             watched.known = known
         if deadline is not None and watched.due > deadline and not watched.parked:
@@ -244,7 +251,11 @@ class PollScheduler:
             if not self._watched and self._wakeup is not None:
                 self._wakeup.set()  # the runner exits when nobody is watched
 
-    def _schedule(self, character_id: str, watched: _Watched, delay: float | None) -> None:
+    def _schedule(self, character_id: str, watched: _Watched, delay: float | None,
+                  aimed: DurationEstimate | None = None) -> None:
+        """Plan the next poll ``delay`` seconds from now (None: the policy's next step);
+        ``aimed`` is the estimate that timed it, which its result will teach."""
+        watched.aimed = aimed
         if delay is None and self._pushes_active() and not watched.failures:
             delay = self._safety_net()  # webhooks tell us; polls are only the safety net
         if delay is None:
@@ -318,7 +329,7 @@ class PollScheduler:
                 return
             watched.poll = None
             watched.failures = 0
-            self._learn(watched, character)
+            timed = self._learn(watched, character)
             if character.status == watched.status:
                 watched.unchanged += 1
             else:
@@ -328,7 +339,7 @@ class PollScheduler:
             for sub in list(watched.subscribers):
                 sub.deliver(character)
             if character_id in self._watched:
-                self._schedule(character_id, watched, None)
+                self._schedule(character_id, watched, *(timed or (None, None)))
         finally:
             if self._slots is not None:
                 self._slots.release()
@@ -348,16 +359,40 @@ class PollScheduler:
         for sub in list(watched.subscribers):
             sub.fail(error)
 
-    def _learn(self, watched: _Watched, character: Character) -> None:
+    def _timed(self, seconds: float) -> float:
+        """The delay of a poll an estimate times: ``seconds``, spread only later (an
+        early poll would find a synthesis running more often than the estimate means)."""
+        return seconds * (1 + self._rng.uniform(0, self.policy.jitter))
+
+    def _learn(self, watched: _Watched,
+               character: Character) -> tuple[float, DurationEstimate] | None:
+        """Teach the estimates what a poll of a synthesis we saw start found; the next
+        poll's delay and the estimate timing it, when one does (else the policy's)."""
+        aimed, watched.aimed = watched.aimed, None
         if watched.started is None:
-            return
-        watched.polled += 1
+            return None
         done = character.status != CharacterStatus.SYNTHESIZING
-        if watched.polled == 1:
-            self.estimate.first_poll(done)
+        if aimed is not None:
+            aimed.first_poll(done)
+        elapsed = self._clock.monotonic() - watched.started
         if done:
-            self.estimate.completed(self._clock.monotonic() - watched.started)
+            self.estimate.completed(elapsed)
+            if watched.missed:
+                self.late_estimate.completed(elapsed)
             watched.started = None
+            return None
+        if aimed is not self.estimate:
+            return None
+        watched.missed = True
+        late = self.late_estimate.value
+        # Only a poll at the late estimate itself may teach it; one it would time
+        # sooner than the policy's first step or later than its longest (a watcher's
+        # deadline may come first) is left to the policy.
+        if late is None or self._pushes_active() or not (
+            self.policy.interval <= late - elapsed <= self.policy.max_interval
+        ):
+            return None
+        return self._timed(late - elapsed), self.late_estimate
 
     async def aclose(self) -> None:
         """Stop polling: cancel the runner and every poll in flight; every watcher ends

@@ -406,6 +406,74 @@ async def test_a_session_learns_to_poll_once_per_synthesis(clock: FakeClock) -> 
     assert plain >= 5
 
 
+async def _late_syntheses_polls(
+    clock: FakeClock, policy: aa.PollPolicy, waves: int, *, fail_first: bool = False,
+    estimate: float | None = None,
+) -> tuple[float, PollScheduler]:
+    """Waves of 10 syntheses on virtual time, 7 taking 30 s and 3 taking 45 s; the GETs
+    per slow synthesis of the last wave. ``fail_first``: each one's first poll is a 503;
+    ``estimate``: the first estimate as if already learned."""
+    started: dict[str, float] = {}
+    fetches: list[str] = []
+
+    async def fetch(cid: str) -> aa.Character:
+        fetches.append(cid)
+        if fail_first and fetches.count(cid) == 1:
+            raise aa.ServerError("try again", status=503)
+        took = 45 if cid.endswith(("_7", "_8", "_9")) else 30
+        done = clock.monotonic() - started[cid] >= took
+        return aa.Character(id=cid, status=S.REVIEWING if done else S.SYNTHESIZING)
+
+    async def save(cid: str) -> aa.Character:
+        raise AssertionError("not saving")
+
+    scheduler = PollScheduler(fetch, policy, clock, rng=random.Random(7))
+    scheduler.estimate.value = estimate
+    for wave in range(waves):
+        before = len(fetches)
+
+        async def one(cid: str) -> None:
+            started[cid] = clock.monotonic()
+            known = aa.Character(id=cid, status=S.SYNTHESIZING)
+            async for _ in watch_character(scheduler, save, cid, clock=clock, auto_save=False,
+                                           deadline=None, known=known):
+                pass
+
+        tasks = [asyncio.create_task(one(f"char_{wave}_{n}")) for n in range(10)]
+        await clock.run_until_idle()
+        await asyncio.gather(*tasks)
+    slow = [cid for cid in fetches[before:] if cid.endswith(("_7", "_8", "_9"))]
+    return len(slow) / 3, scheduler
+
+
+async def test_a_synthesis_still_running_at_the_estimate_is_polled_when_late_ones_end(
+    clock: FakeClock,
+) -> None:
+    """Defect guarded: a synthesis the learned first poll found running was then polled
+    on the policy's short steps (2 s, 3 s, 4.5 s ...): about half of all GETs of a wide
+    fan-out went to the slow third. Its next poll is now timed by what the late ones
+    took. Virtual time: no jitter."""
+    policy = aa.PollPolicy(jitter=0)
+    per_slow, scheduler = await _late_syntheses_polls(clock, policy, waves=8)
+    assert scheduler.estimate.value is not None and scheduler.estimate.value < 45
+    assert scheduler.late_estimate.value is not None
+    assert 45 <= scheduler.late_estimate.value <= 50
+    assert per_slow == 2  # the first estimate's poll, then the late estimate's
+
+
+async def test_only_a_poll_an_estimate_timed_teaches_it(clock: FakeClock) -> None:
+    """Defect guarded: the first *successful* poll taught the estimate even when it was
+    a retry after a failed one, seconds later than the estimate had timed it: each
+    outage made the estimate think it was long enough and shrink."""
+    policy = aa.PollPolicy(jitter=0)
+    per_slow, scheduler = await _late_syntheses_polls(
+        clock, policy, waves=1, fail_first=True, estimate=30.0)
+    # Every first poll (at the estimate) failed, and its retry found the fast ones done
+    # and the slow ones running: neither may move the estimate.
+    assert scheduler.estimate.value == 30.0
+    assert per_slow > 2  # (the slow ones were never timed by the late estimate)
+
+
 async def test_learned_estimate_is_bounded_and_recovers(clock: FakeClock) -> None:
     """Defect guarded: after slow syntheses the first poll was planned past the caller's
     deadline (0 GETs, then WatchTimeoutError), and instant ones shrank it to ~1e-165 s."""
