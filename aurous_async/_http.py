@@ -128,8 +128,9 @@ class HttpClient:
         if self.closed:
             raise SessionClosedError("this AurousSession is closed")
         if self._session is None:
-            connector = aiohttp.TCPConnector(limit=self.connection_limit,
-                                             limit_per_host=self.connection_limit)
+            # No per-host limit: the total one already bounds every host, and aiohttp's
+            # per-host count costs a dictionary update per request.
+            connector = aiohttp.TCPConnector(limit=self.connection_limit)
             self._proxies = urllib.request.getproxies_environment()
             self._session = aiohttp.ClientSession(
                 connector=connector, trust_env=False,
