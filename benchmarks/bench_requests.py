@@ -47,8 +47,9 @@ async def measure(call: Call, concurrency: int, seconds: float) -> Sample:
 
 async def interleaved(info: dict[str, Any], clients: list[str], concurrencies: list[int],
                       rounds: int, seconds: float) -> dict[tuple[int, str], list[Sample]]:
-    """Rounds of every client in turn (SDK, raw, SDK, raw, …), so that load from other
-    work on the machine falls on all of them alike."""
+    """Rounds of every client in turn (SDK, raw, …, then raw, …, SDK: each round starts
+    one client later), so that load from other work on the machine falls on all of them
+    alike."""
     url, key, cid = info["url"], info["key"], info["ids"][0]
     samples: dict[tuple[int, str], list[Sample]] = {}
     for concurrency in concurrencies:
@@ -60,9 +61,12 @@ async def interleaved(info: dict[str, Any], clients: list[str], concurrencies: l
             for call in calls.values():
                 for _ in range(2):
                     await asyncio.gather(*(call() for _ in range(concurrency)))
-            for _ in range(rounds):
-                for name, call in calls.items():
-                    sample = await measure(call, concurrency, seconds)
+            names = list(calls)
+            for round_ in range(rounds):
+                # Each round starts with the next client, so that no client always runs
+                # right after the same one (httpx leaves the most garbage behind).
+                for name in names[round_ % len(names):] + names[:round_ % len(names)]:
+                    sample = await measure(calls[name], concurrency, seconds)
                     samples.setdefault((concurrency, name), []).append(sample)
     return samples
 
