@@ -33,9 +33,10 @@ class PollPolicy:
     With ``learn`` (the default), a session that has seen a few syntheses finish polls a
     synthesis it has just started first near the typical duration instead; one still
     running then is polled next near what such late ones took (when that is between
-    ``interval`` and ``max_interval`` away), and only then every ``interval`` growing:
-    most characters are seen done by their first GET and nearly all by their second,
-    which saves the ``characters_get`` budget for wide fan-outs.
+    ``interval`` and ``max_interval`` away, before every watcher's deadline, and no
+    webhooks arrive), and then on the growing steps above: most characters are seen
+    done by their first GET and most of the rest by their second, which saves the
+    ``characters_get`` budget for wide fan-outs.
 
     >>> [round(d, 2) for d in PollPolicy(jitter=0).delays(4)]
     [2.0, 3.0, 4.5, 6.75]

@@ -46,12 +46,14 @@ class _Subscription:
 
     # Thousands of these live at once: a list and a bare future instead of a deque and an
     # asyncio.Event (each of which carries a 600-byte block) keep a watcher under 5 KB.
-    __slots__ = ("character_id", "closed", "error", "last_status", "pending", "polls",
-                 "scheduler", "waiter")
+    __slots__ = ("character_id", "closed", "deadline", "error", "last_status", "pending",
+                 "polls", "scheduler", "waiter")
 
-    def __init__(self, character_id: str, scheduler: PollScheduler) -> None:
+    def __init__(self, character_id: str, scheduler: PollScheduler,
+                 deadline: float | None) -> None:
         self.character_id = character_id
         self.scheduler = scheduler
+        self.deadline = deadline  # the watcher's, on the scheduler's clock
         self.pending: list[Character] = []
         self.waiter: asyncio.Future[None] | None = None
         self.last_status: CharacterStatus | None = None
@@ -96,6 +98,7 @@ class _Watched:
         "started",
         "status",
         "subscribers",
+        "told",
         "unchanged",
     )
 
@@ -108,12 +111,13 @@ class _Watched:
         self.failures = 0  # transient poll failures in a row
         self.parked = False  # due, but every watcher has unread states: no poll for now
         self.due = -math.inf
-        # A synthesis we saw start (a POST just answered `synthesizing`): when, and
-        # whether a poll aimed at the first estimate found it still running. It teaches
-        # the estimates; `aimed` is the one the next poll was timed by, if any.
+        # A synthesis we saw start (a POST just answered `synthesizing`): when, whether
+        # a poll the first estimate timed found it still running, and whether it has
+        # taught the late estimate yet. It teaches the estimates; `aimed` is the one
+        # that timed the next poll, if any.
         fresh = known is not None and known.status == CharacterStatus.SYNTHESIZING
         self.started = now if fresh else None
-        self.missed = False
+        self.missed = self.told = False
         self.aimed: DurationEstimate | None = None
 
 
@@ -176,7 +180,7 @@ class PollScheduler:
         out at once. No first poll is planned past ``deadline``."""
         if self._closed:
             raise SessionClosedError("the session is closed")
-        sub = _Subscription(character_id, self)
+        sub = _Subscription(character_id, self, deadline)
         now = self._clock.monotonic()
         watched = self._watched.get(character_id)
         if watched is None:
@@ -372,27 +376,40 @@ class PollScheduler:
         if watched.started is None:
             return None
         done = character.status != CharacterStatus.SYNTHESIZING
+        now = self._clock.monotonic()
+        elapsed = now - watched.started
+        late = self.late_estimate
         if aimed is not None:
             aimed.first_poll(done)
-        elapsed = self._clock.monotonic() - watched.started
+            watched.told = watched.told or aimed is late
+        elif watched.missed and not watched.told and late.value is not None and (
+            elapsed <= late.value if done else elapsed >= late.value
+        ):
+            # A poll the late estimate did not time still tells whether this synthesis
+            # was done by the estimate; once per synthesis, so that an estimate its own
+            # polls cannot reach (out of the window below) comes back into it.
+            late.first_poll(done)
+            watched.told = True
         if done:
             self.estimate.completed(elapsed)
             if watched.missed:
-                self.late_estimate.completed(elapsed)
+                late.completed(elapsed)
             watched.started = None
             return None
         if aimed is not self.estimate:
             return None
         watched.missed = True
-        late = self.late_estimate.value
-        # Only a poll at the late estimate itself may teach it; one it would time
-        # sooner than the policy's first step or later than its longest (a watcher's
-        # deadline may come first) is left to the policy.
-        if late is None or self._pushes_active() or not (
-            self.policy.interval <= late - elapsed <= self.policy.max_interval
+        if late.value is None or self._pushes_active():
+            return None
+        delay = self._timed(late.value - elapsed)
+        # Only where the policy's own steps would also look: not sooner than its first,
+        # not later than its longest, and never past a watcher's deadline.
+        if not self.policy.interval <= late.value - elapsed <= self.policy.max_interval or any(
+            sub.deadline is not None and now + delay >= sub.deadline
+            for sub in watched.subscribers
         ):
             return None
-        return self._timed(late - elapsed), self.late_estimate
+        return delay, late
 
     async def aclose(self) -> None:
         """Stop polling: cancel the runner and every poll in flight; every watcher ends

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import random
 from collections.abc import AsyncIterator
 
@@ -406,59 +407,75 @@ async def test_a_session_learns_to_poll_once_per_synthesis(clock: FakeClock) -> 
     assert plain >= 5
 
 
+_SLOW = ("_8", "_9")  # of each wave of 10, these take 40 s, the others 30 s
+_WAVES = itertools.count()
+
+
 async def _late_syntheses_polls(
     clock: FakeClock, policy: aa.PollPolicy, waves: int, *, fail_first: bool = False,
-    estimate: float | None = None,
-) -> tuple[float, PollScheduler]:
-    """Waves of 10 syntheses on virtual time, 7 taking 30 s and 3 taking 45 s; the GETs
-    per slow synthesis of the last wave. ``fail_first``: each one's first poll is a 503;
-    ``estimate``: the first estimate as if already learned."""
+    scheduler: PollScheduler | None = None, gaps: list[float] | None = None,
+) -> tuple[float, float, PollScheduler]:
+    """Waves of 10 syntheses on virtual time, 8 taking 30 s and 2 taking 40 s, started
+    10 s apart: the GETs per fast and per slow synthesis of the last wave.
+    ``fail_first``: each one's first poll is a 503; ``gaps`` gets the time between each
+    two polls of a synthesis."""
     started: dict[str, float] = {}
     fetches: list[str] = []
+    last_poll: dict[str, float] = {}
 
     async def fetch(cid: str) -> aa.Character:
         fetches.append(cid)
+        if gaps is not None and cid in last_poll:
+            gaps.append(clock.monotonic() - last_poll[cid])
+        last_poll[cid] = clock.monotonic()
         if fail_first and fetches.count(cid) == 1:
             raise aa.ServerError("try again", status=503)
-        took = 45 if cid.endswith(("_7", "_8", "_9")) else 30
+        took = 40 if cid.endswith(_SLOW) else 30
         done = clock.monotonic() - started[cid] >= took
         return aa.Character(id=cid, status=S.REVIEWING if done else S.SYNTHESIZING)
 
     async def save(cid: str) -> aa.Character:
         raise AssertionError("not saving")
 
-    scheduler = PollScheduler(fetch, policy, clock, rng=random.Random(7))
-    scheduler.estimate.value = estimate
-    for wave in range(waves):
+    scheduler = scheduler or PollScheduler(fetch, policy, clock, rng=random.Random(7))
+    scheduler._fetch = fetch
+    for _ in range(waves):
         before = len(fetches)
 
-        async def one(cid: str) -> None:
+        async def one(wave: int, n: int) -> None:
+            await clock.sleep(10 * n)  # one started every 10 s, as in a fan-out
+            cid = f"char_{wave}_{n}"
             started[cid] = clock.monotonic()
             known = aa.Character(id=cid, status=S.SYNTHESIZING)
             async for _ in watch_character(scheduler, save, cid, clock=clock, auto_save=False,
                                            deadline=None, known=known):
                 pass
 
-        tasks = [asyncio.create_task(one(f"char_{wave}_{n}")) for n in range(10)]
+        wave = next(_WAVES)  # ids unique across calls on one scheduler
+        tasks = [asyncio.create_task(one(wave, n)) for n in range(10)]
         await clock.run_until_idle()
         await asyncio.gather(*tasks)
-    slow = [cid for cid in fetches[before:] if cid.endswith(("_7", "_8", "_9"))]
-    return len(slow) / 3, scheduler
+    slow = sum(cid.endswith(_SLOW) for cid in fetches[before:])
+    return (len(fetches) - before - slow) / 8, slow / 2, scheduler
 
 
 async def test_a_synthesis_still_running_at_the_estimate_is_polled_when_late_ones_end(
     clock: FakeClock,
 ) -> None:
     """Defect guarded: a synthesis the learned first poll found running was then polled
-    on the policy's short steps (2 s, 3 s, 4.5 s ...): about half of all GETs of a wide
-    fan-out went to the slow third. Its next poll is now timed by what the late ones
-    took. Virtual time: no jitter."""
+    on the policy's short steps (3 s, 4.5 s, 6.75 s ...): 4 GETs for each slow one. Its
+    next poll is now timed by what the late ones took, which those polls teach in turn.
+    Virtual time: no jitter."""
     policy = aa.PollPolicy(jitter=0)
-    per_slow, scheduler = await _late_syntheses_polls(clock, policy, waves=8)
-    assert scheduler.estimate.value is not None and scheduler.estimate.value < 45
-    assert scheduler.late_estimate.value is not None
-    assert 45 <= scheduler.late_estimate.value <= 50
-    assert per_slow == 2  # the first estimate's poll, then the late estimate's
+    _, _, scheduler = await _late_syntheses_polls(clock, policy, waves=4)
+    assert scheduler.late_estimate.value is not None  # learned from the slow ones' ends
+    bootstrapped = scheduler.late_estimate.value
+    waves = [await _late_syntheses_polls(clock, policy, waves=1, scheduler=scheduler)
+             for _ in range(8)]
+    assert sum(fast for fast, _, _ in waves) / 8 <= 1.2
+    assert sum(slow for _, slow, _ in waves) / 8 <= 2.5  # (4 on the policy's steps)
+    assert scheduler.estimate.value is not None and scheduler.estimate.value < 36
+    assert scheduler.late_estimate.value != bootstrapped  # taught by its own polls
 
 
 async def test_only_a_poll_an_estimate_timed_teaches_it(clock: FakeClock) -> None:
@@ -466,12 +483,90 @@ async def test_only_a_poll_an_estimate_timed_teaches_it(clock: FakeClock) -> Non
     a retry after a failed one, seconds later than the estimate had timed it: each
     outage made the estimate think it was long enough and shrink."""
     policy = aa.PollPolicy(jitter=0)
-    per_slow, scheduler = await _late_syntheses_polls(
-        clock, policy, waves=1, fail_first=True, estimate=30.0)
-    # Every first poll (at the estimate) failed, and its retry found the fast ones done
-    # and the slow ones running: neither may move the estimate.
+    scheduler = PollScheduler(_never_called, policy, clock, rng=random.Random(7))
+    scheduler.estimate.value = 25.0  # as if learned
+    await _late_syntheses_polls(clock, policy, waves=1, fail_first=True, scheduler=scheduler)
+    # Every first poll (at the estimate) failed; the retries found the syntheses running
+    # (at 28 s) and then done: none of it may move the estimate.
+    assert scheduler.estimate.value == 25.0
+    await _late_syntheses_polls(clock, policy, waves=1, scheduler=scheduler)
+    assert scheduler.estimate.value > 25.0  # (polls it timed do teach it)
+
+
+async def test_a_late_estimate_its_polls_cannot_reach_comes_back(clock: FakeClock) -> None:
+    """Defect guarded: a late estimate more than ``max_interval`` past the first (as one
+    bootstrapped from slow polls can be) timed no poll, so no poll ever taught it: the
+    feature stayed off for the session. Polls on the policy's steps now teach it too."""
+    policy = aa.PollPolicy(jitter=0)
+    scheduler = PollScheduler(_never_called, policy, clock, rng=random.Random(7))
+    scheduler.estimate.value, scheduler.late_estimate.value = 30.0, 48.0  # as if learned
+    gaps: list[float] = []
+    await _late_syntheses_polls(clock, policy, waves=6, scheduler=scheduler, gaps=gaps)
+    assert scheduler.late_estimate.value < 30.0 + policy.max_interval
+    assert max(gaps) <= policy.max_interval  # (out of reach, it timed no poll)
+
+
+async def test_a_late_poll_never_comes_after_a_watchers_deadline(clock: FakeClock) -> None:
+    """Defect guarded: the late estimate timed the next poll 14 s on while the watcher's
+    deadline was 10 s away: a synthesis done in time was reported as a timeout."""
+    started = clock.monotonic()
+    seen: list[float] = []
+
+    async def fetch(cid: str) -> aa.Character:
+        seen.append(clock.monotonic() - started)
+        done = clock.monotonic() - started >= 35
+        return aa.Character(id=cid, status=S.REVIEWING if done else S.SYNTHESIZING)
+
+    scheduler = PollScheduler(fetch, aa.PollPolicy(jitter=0), clock)
+    scheduler.estimate.value, scheduler.late_estimate.value = 30.0, 44.0  # as if learned
+    statuses = []
+
+    async def watch() -> None:
+        async for update in watch_character(
+            scheduler, _never_called, "char_1", clock=clock, auto_save=False,
+            deadline=started + 40, known=aa.Character(id="char_1", status=S.SYNTHESIZING),
+        ):
+            statuses.append(update.status)
+
+    task = asyncio.create_task(watch())
+    await clock.run_until_idle()
+    await task
+    assert statuses[-1] == S.REVIEWING
+    assert seen == [30.0, 33.0, 37.5]  # the policy's steps, as before the late estimate
+
+
+async def test_without_learning_the_estimate_stays_what_syntheses_take(
+    clock: FakeClock,
+) -> None:
+    """Defect guarded: with ``PollPolicy(learn=False)`` every first poll (2 s in) taught
+    the estimate "too short", so it climbed to its 600 s cap, and flows then refused any
+    resynthesize with less than 600 s of its timeout left as unable to cover a typical
+    synthesis."""
+    policy = aa.PollPolicy(learn=False, jitter=0)
+    _, _, scheduler = await _late_syntheses_polls(clock, policy, waves=5)
+    assert scheduler.estimate.value is not None and scheduler.estimate.value < 60
+
+
+async def test_a_pushed_poll_does_not_teach_the_estimate(clock: FakeClock) -> None:
+    """A webhook push makes the character polled at once, long before the estimate:
+    finding it running then says nothing about how long syntheses take."""
+
+    async def fetch(cid: str) -> aa.Character:
+        return aa.Character(id=cid, status=S.SYNTHESIZING)
+
+    scheduler = PollScheduler(fetch, aa.PollPolicy(jitter=0), clock)
+    scheduler.estimate.value = 30.0
+    sub = scheduler.subscribe("char_1", aa.Character(id="char_1", status=S.SYNTHESIZING))
+    await clock.advance(10)
+    scheduler.push("char_1")
+    await sub.wait()
+    assert sub.polls == 1  # the pushed poll, which found it running
     assert scheduler.estimate.value == 30.0
-    assert per_slow > 2  # (the slow ones were never timed by the late estimate)
+    scheduler.unsubscribe(sub)
+
+
+async def _never_called(cid: str) -> aa.Character:
+    raise AssertionError("not called")
 
 
 async def test_learned_estimate_is_bounded_and_recovers(clock: FakeClock) -> None:
