@@ -122,7 +122,8 @@ def main() -> None:
         bottleneck. "sdk" is the default configuration (rate limiter on; its `characters_get` bucket
         is `RateLimit(10**9, 1.0, 10**9)` so it never waits, everything else as
         `RateLimits()`). {rounds} interleaved rounds of {seconds:g} s per client and
-        concurrency, every client once per round; "median" is the median of the
+        concurrency, every client once per round, each round starting one client later;
+        "median" is the median of the
         per-round ratios, "best ÷ best" each client's fastest round over raw aiohttp's
         fastest. Client CPU is the client process's CPU time (user + system) per
         request. The SDK decoded answers with {json_decoder()}.""")
