@@ -565,6 +565,27 @@ async def test_a_pushed_poll_does_not_teach_the_estimate(clock: FakeClock) -> No
     scheduler.unsubscribe(sub)
 
 
+async def test_no_late_poll_is_timed_while_webhooks_arrive(clock: FakeClock) -> None:
+    """Defect guarded: with webhook deliveries arriving (polls only a safety net), a
+    synthesis still running at its first poll was polled again at the late estimate, a
+    GET the push would have made unneeded."""
+    start, polled_at = clock.monotonic(), []
+
+    async def fetch(cid: str) -> aa.Character:
+        polled_at.append(clock.monotonic() - start)
+        return aa.Character(id=cid, status=S.SYNTHESIZING)
+
+    scheduler = PollScheduler(fetch, aa.PollPolicy(jitter=0), clock)
+    scheduler.estimate.value, scheduler.late_estimate.value = 30.0, 40.0  # as if learned
+    sub = scheduler.subscribe("char_1", aa.Character(id="char_1", status=S.SYNTHESIZING))
+    sub.wait()
+    await clock.advance(10)
+    scheduler.expect_pushes()  # a receiver feeds this session from now on
+    await clock.advance(60)
+    assert polled_at == [30.0]  # the timed first poll; next, the safety net's, far later
+    scheduler.unsubscribe(sub)
+
+
 async def _never_called(cid: str) -> aa.Character:
     raise AssertionError("not called")
 
