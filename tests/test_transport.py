@@ -344,3 +344,21 @@ async def test_a_retry_the_deadline_stops_ends_as_the_flows_timeout(
                 pass
     assert "503" in str(info.value) and info.value.idempotency_key
     assert sfake.charges_for(cid) == []
+
+
+async def test_a_call_on_a_closed_session_fails_at_once_not_after_a_token(
+        auto_clock: FakeClock, sfake: FakeAurousServer) -> None:
+    """Defect guarded: a call made after the session was closed first queued for a
+    rate-limit token (an hour here) and only then said the session was closed."""
+    cid = sfake.add_character()
+    limits = aa.RateLimits(characters_get=aa.RateLimit(1, 3600.0, 1))
+    s = aa.AurousSession(sfake.api_key, base_url=sfake.base_url, clock=auto_clock,
+                         rate_limits=limits)
+    await s.characters.get(cid)  # the bucket's one token
+    await s.aclose()
+    call = asyncio.ensure_future(s.characters.get(cid))
+    for _ in range(5):  # a few turns of the loop, no time: not enough to get a token
+        await asyncio.sleep(0)
+    assert call.done(), "the call waits for a token of a closed session"
+    with pytest.raises(aa.SessionClosedError):
+        call.result()
