@@ -241,8 +241,7 @@ class Transport:
                 return answer
 
     async def _acquire(self, limiter: RateLimiter, bucket: str, deadline: float | None) -> None:
-        if self._closed:
-            raise SessionClosedError("this AurousSession is closed")
+        # (Its caller has just checked that the session is open, with no await between.)
         task = asyncio.current_task()
         if task is not None:
             self._waiting.add(task)
