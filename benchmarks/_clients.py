@@ -99,13 +99,13 @@ async def open_client(name: str, url: str, key: str, cid: str, *,
             async with raw.get(path) as response:
                 return await response.json()
 
-        paths = itertools.cycle([f"{path}_{i}" for i in range(distinct)])
-
-        async def via_aiohttp_distinct() -> object:
-            async with raw.get(next(paths)) as response:
-                return await response.json()
-
         if distinct:
+            paths = itertools.cycle([f"{path}_{i}" for i in range(distinct)])
+
+            async def via_aiohttp_distinct() -> object:
+                async with raw.get(next(paths)) as response:
+                    return await response.json()
+
             yield via_aiohttp_distinct
             return
 
@@ -147,7 +147,8 @@ def main() -> None:
     p.add_argument("--requests", type=int, required=True)
     p.add_argument("--concurrency", type=int, default=50)
     p.add_argument("--distinct", type=int, default=0, metavar="N",
-                   help="SDK clients: fetch N ids in turn (with replay --distinct)")
+                   help="SDK clients and raw aiohttp: fetch N ids in turn (with replay "
+                        "--distinct)")
     asyncio.run(_main(p.parse_args()))
 
 
