@@ -107,7 +107,9 @@ class DurationEstimate:
                 self.value = self._bounded(statistics.median(self._samples))
 
     def first_poll(self, done: bool) -> None:
-        """What the first poll at the estimate found."""
+        """What the first poll at the estimate found: whether the synthesis was done by
+        then (or what a later poll shows as surely, for a scheduler whose own polls
+        cannot reach the estimate)."""
         if self.value is None:
             return
         # Stochastic quantile tracking: up by q*step when short, down by (1-q)*step.
