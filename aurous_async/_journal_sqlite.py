@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import sqlite3
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -150,12 +151,26 @@ class SQLiteJournal(StoredJournal):
         return conn
 
     def _prepare(self, conn: sqlite3.Connection) -> None:
-        # Identify the file before changing anything in it.
-        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if app_id != APPLICATION_ID and (
-            app_id != 0 or conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
-        ):
+        version = self._identify(conn)  # before changing anything in the file
+        self._use_wal(conn)
+        if version < SCHEMA_VERSION:
+            # Another connection may be adding the schema to this new file right now;
+            # every statement is idempotent, so doing it twice is harmless.
+            with _transaction(conn):  # executescript would commit by itself
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def _identify(self, conn: sqlite3.Connection) -> int:
+        """The file's schema version; raises when it is not ours or is newer. One
+        statement, so one snapshot: read apart, an id and a table count could come from
+        either side of another connection's schema commit."""
+        app_id, version, tables = conn.execute(
+            "SELECT a.application_id, v.user_version, (SELECT count(*) FROM sqlite_master) "
+            "FROM pragma_application_id() AS a, pragma_user_version() AS v").fetchone()
+        if app_id != APPLICATION_ID and (app_id != 0 or tables):
             raise JournalError(f"{self.path} is an SQLite database but not an aurous-async "
                                "journal; it was left unchanged")
         if version > SCHEMA_VERSION:
@@ -164,15 +179,23 @@ class SQLiteJournal(StoredJournal):
                 f"{version}; this version reads up to {SCHEMA_VERSION}). Upgrade aurous-async "
                 "to resume it; the file was left unchanged"
             )
-        conn.execute("PRAGMA journal_mode=WAL")
+        return int(version)
+
+    @staticmethod
+    def _use_wal(conn: sqlite3.Connection) -> None:
+        # Switching a file to WAL needs it to itself, and SQLite answers "database is
+        # locked" at once, without the busy timeout, while another connection reads it.
+        # The mode is stored in the file, so this waits only while the file is new.
+        deadline = time.monotonic() + _BUSY_TIMEOUT
+        while True:
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                break
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
         conn.execute("PRAGMA synchronous=FULL")
-        if version < SCHEMA_VERSION:
-            with _transaction(conn):  # executescript would commit by itself
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
-                conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def _batch_id(self, conn: sqlite3.Connection, batch: str) -> int | None:
         found = self._batch_ids.get(batch)

@@ -102,6 +102,7 @@ class Interrupted:
             self.result = cli(*argv)
         hold.release()  # the command is gone: the server processes the held POST now
         states = journal_states(self.journal, "spring")
+        assert finished, f"the command ended before three ids were followed: {self.result}"
         self.done = finished[0]
         assert states[self.done] == "done"
         self.sent = [cid for cid in self.ids if states[cid] == "sent"]

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from aurous_async import FakeClock
+from aurous_async import _journal_sqlite as journal_sqlite
 from aurous_async._journal import (
     KEY_REUSE_LIMIT,
     BatchInUseError,
@@ -467,6 +468,98 @@ async def test_a_foreign_database_and_a_newer_schema_are_refused(tmp_path: Path)
     conn.execute("PRAGMA user_version = 2")
     conn.close()
     await expect_refused(newer, "newer aurous-async", "schema 2")
+
+
+def test_runners_and_readers_opening_a_new_file_together_all_succeed(tmp_path: Path) -> None:
+    """Guards opening a new file while other connections do (runners starting as
+    ``batch show`` reads it): telling a journal from another database with reads from
+    either side of another's schema commit ("not an aurous-async journal"), or switching
+    to WAL while another reads ("database is locked"). Real threads racing on real files,
+    many times: before the fix about one round in five failed."""
+    failures: list[BaseException] = []
+
+    async def run(path: Path, batch: str) -> None:
+        async with SQLiteJournal(path) as journal:
+            await (await journal.open_batch(batch, ["a"])).aclose()
+
+    async def read(path: Path) -> None:
+        async with SQLiteJournal(path) as journal:
+            await journal.batches()
+
+    def runner(path: Path, batch: str, start: threading.Barrier) -> None:
+        start.wait()
+        try:
+            asyncio.run(run(path, batch))
+        except BaseException as exc:  # reported by the main thread
+            failures.append(exc)
+
+    def reader(path: Path, start: threading.Barrier, runners_done: threading.Event) -> None:
+        start.wait()
+        while not runners_done.is_set():
+            try:
+                asyncio.run(read(path))
+            except JournalError as exc:
+                if "no journal" not in str(exc):  # the runners have not made it yet
+                    failures.append(exc)
+
+    for round_ in range(40):
+        path = tmp_path / f"j{round_}.db"
+        start, runners_done = threading.Barrier(3), threading.Event()
+        runners = [threading.Thread(target=runner, args=(path, f"b{n}", start))
+                   for n in range(2)]
+        watcher = threading.Thread(target=reader, args=(path, start, runners_done))
+        for thread in [*runners, watcher]:
+            thread.start()
+        for thread in runners:
+            thread.join()
+        runners_done.set()
+        watcher.join()
+    assert failures == []
+
+
+def test_a_new_file_another_connection_is_writing_is_waited_for(tmp_path: Path) -> None:
+    """Guards the switch to WAL: SQLite refuses it at once ("database is locked"),
+    without its busy timeout, while another connection holds the write lock of a new
+    file; opening must wait for that lock like every other statement does."""
+    path = tmp_path / "j.db"
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # a runner adding the schema, say
+    failures: list[BaseException] = []
+
+    def open_journal() -> None:
+        async def run() -> None:
+            async with SQLiteJournal(path) as journal:
+                await (await journal.open_batch("b", ["a"])).aclose()
+
+        try:
+            asyncio.run(run())
+        except BaseException as exc:  # reported by the main thread
+            failures.append(exc)
+
+    opener = threading.Thread(target=open_journal)
+    opener.start()
+    opener.join(0.5)  # the opener meets the lock at once; given up on, it ends early
+    assert opener.is_alive(), failures
+    other.execute("COMMIT")
+    other.close()
+    opener.join()
+    assert failures == []
+
+
+async def test_a_new_file_locked_past_the_busy_timeout_is_a_journal_error(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Guards the wait for WAL ending: a lock never released is the same typed error as
+    any other statement's busy timeout, not an opening that never returns."""
+    monkeypatch.setattr(journal_sqlite, "_BUSY_TIMEOUT", 0.05)
+    path = tmp_path / "j.db"
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        async with SQLiteJournal(path) as journal:
+            with pytest.raises(JournalError, match="locked"):
+                await asyncio.wait_for(journal.open_batch("b", ["a"]), 30)
+    finally:
+        other.close()
 
 
 async def test_a_corrupt_record_is_a_journal_error(tmp_path: Path) -> None:
