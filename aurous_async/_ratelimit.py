@@ -128,9 +128,11 @@ _new_feedback = constructor(RateLimitFeedback)
 AnswerValues = tuple[int | None, float | None, float | None, bool]
 
 
-def answer_values(status: int, headers: Mapping[str, str], clock: Clock) -> AnswerValues:
+def answer_values(status: int, headers: Mapping[str, str], clock: Clock, *,
+                  reset_without_remaining: bool = False) -> AnswerValues:
     """What one attempt's answer says about its bucket (``status`` 0 and no headers
-    when none came); ``clock`` reads an HTTP-date ``Retry-After``."""
+    when none came); ``clock`` reads an HTTP-date ``Retry-After``.
+    ``reset_without_remaining`` reads ``Reset`` only when ``Remaining`` is missing."""
     limited = status == 429
     retry_after = None
     if limited or _RETRY_AFTER in headers:
@@ -138,6 +140,8 @@ def answer_values(status: int, headers: Mapping[str, str], clock: Clock) -> Answ
     remaining = _header_number(headers, _REMAINING)
     if remaining is not None:  # a count: whole, and exact as a float
         remaining = int(remaining) if remaining < 2**53 else None
+    if reset_without_remaining and remaining is not None:
+        return remaining, None, retry_after, limited
     return remaining, _header_number(headers, _RESET), retry_after, limited
 
 
@@ -285,16 +289,23 @@ class InMemoryRateLimiter:
 
     def observe(self, bucket: str, feedback: RateLimitFeedback) -> None:
         """Fold what the server said about ``bucket`` into our count."""
-        self.observe_values(bucket, (feedback.remaining, feedback.reset,
-                                     feedback.retry_after, feedback.limited),
-                            feedback.sent_at, feedback.received_at)
-
-    def observe_values(self, bucket: str, values: AnswerValues, sent_at: float | None,
-                       received_at: float | None) -> None:
-        """:meth:`observe` without a :class:`RateLimitFeedback` made first (the session
-        calls this once per answer): ``values`` as :func:`answer_values` reads them."""
         state = self._states.get(bucket) or self._state(bucket)
-        state.observe(self._monotonic(), self._time(), *values, sent_at, received_at)
+        state.observe(self._monotonic(), self._time(), feedback.remaining, feedback.reset,
+                      feedback.retry_after, feedback.limited, feedback.sent_at,
+                      feedback.received_at)
+
+    def observe_answer(self, bucket: str, status: int, headers: Mapping[str, str],
+                       clock: Clock, sent_at: float | None, received_at: float | None) -> None:
+        """:meth:`observe` straight from an attempt's answer, without a
+        :class:`RateLimitFeedback` made for it (the session calls this once per attempt):
+        ``status``, ``headers`` and ``clock`` as :func:`answer_values` takes them."""
+        # Our count reads Reset only where Remaining is missing, so it is not parsed
+        # (nor the wall clock read) for the rest.
+        remaining, reset, retry_after, limited = answer_values(
+            status, headers, clock, reset_without_remaining=True)
+        state = self._states.get(bucket) or self._state(bucket)
+        state.observe(self._monotonic(), 0.0 if reset is None else self._time(), remaining,
+                      reset, retry_after, limited, sent_at, received_at)
 
     def release(self, bucket: str) -> None:
         """Give back a token whose request never went out."""

@@ -91,7 +91,7 @@ class Transport:
         # subclass: one may wrap acquire() or observe() with its own bookkeeping.)
         own = limiter if type(limiter) is InMemoryRateLimiter else None
         self._try_acquire = own.try_acquire if own is not None else None
-        self._observe_values = own.observe_values if own is not None else None
+        self._observe_answer = own.observe_answer if own is not None else None
         self._http = http
         # The caller's defaults first, so the SDK's own headers (the key) always win.
         self._headers = {
@@ -379,10 +379,10 @@ class Transport:
         if sent_at is None and status == 0:
             return  # nothing went out and nothing came back: nothing to learn
         received_at = None if sent_at is None else self._monotonic()
-        values = answer_values(status, headers, self._clock)
-        if self._observe_values is not None:
-            self._observe_values(bucket, values, sent_at, received_at)
+        if self._observe_answer is not None:
+            self._observe_answer(bucket, status, headers, self._clock, sent_at, received_at)
         else:
+            values = answer_values(status, headers, self._clock)
             limiter.observe(bucket, answer_feedback(values, sent_at, received_at))
 
 

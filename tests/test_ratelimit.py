@@ -4,14 +4,16 @@ sharing, and correction by the server."""
 from __future__ import annotations
 
 import asyncio
+import math
 
 import pytest
+from aiohttp import web
 
 import aurous_async as aa
 from aurous_async._errors import DeadlineExceededError
 from aurous_async.testing import BucketLimit, FakeAurousServer, FakeClock
 
-from .conftest import on_virtual_time
+from .conftest import on_virtual_time, serve_app
 
 SYNTH = "characters_synthesize"
 
@@ -256,6 +258,27 @@ async def test_server_spending_elsewhere_is_noticed(sfake: FakeAurousServer, aut
     assert lim.tokens("characters_get") <= 40
 
 
+async def test_an_answer_with_only_reset_lowers_a_sessions_count(clock: FakeClock) -> None:
+    """Guards the session's own path for rate-limit headers (which skips Reset when
+    Remaining is there): an answer with Reset alone must still be read, against the
+    wall clock. Full again in 60 s at 2 a second means 120 of 240 tokens are left."""
+
+    async def handler(request: web.Request) -> web.Response:
+        reset = math.ceil(clock.time() + 60)
+        return web.Response(body=b'{"id": "char_1", "status": "ready", "name": "A"}',
+                            content_type="application/json",
+                            headers={"X-RateLimit-Reset": str(reset)})
+
+    app = web.Application()
+    app.router.add_get("/v1/characters/char_1", handler)
+    lim = aa.InMemoryRateLimiter(clock=clock)
+    async with serve_app(app) as url, aa.AurousSession(
+            "al_live_" + "r" * 40, base_url=url, clock=clock, rate_limits=lim) as s:
+        await s.characters.get("char_1")
+    # Up to a second under 120: Reset is rounded up to a whole second.
+    assert 118 <= lim.tokens("characters_get") <= 120
+
+
 async def test_429_from_the_server_empties_and_the_retry_goes_after_the_wait(auto_clock: FakeClock) -> None:
     async with FakeAurousServer(clock=auto_clock) as fake:
         lim = aa.InMemoryRateLimiter(clock=auto_clock)
@@ -304,6 +327,29 @@ async def test_phase_sync_refill_waits_for_the_first_answer(clock: FakeClock) ->
     assert not waiter.done()
     await clock.advance(0.01)
     assert waiter.done()
+
+
+async def test_a_callers_limiter_hears_every_rate_limit_header(
+        sfake: FakeAurousServer, auto_clock: FakeClock) -> None:
+    """Guards the feedback a limiter of the caller's gets: Remaining and Reset both
+    (the session's own limiter skips Reset when Remaining is there; others may not
+    want to), with the round trip's times."""
+    reports: list[aa.RateLimitFeedback] = []
+
+    class Recording(aa.InMemoryRateLimiter):
+        def observe(self, bucket: str, feedback: aa.RateLimitFeedback) -> None:
+            reports.append(feedback)
+            super().observe(bucket, feedback)
+
+    cid = sfake.add_character()
+    async with aa.AurousSession(sfake.api_key, base_url=sfake.base_url, clock=auto_clock,
+                                rate_limits=Recording(clock=auto_clock)) as s:
+        await s.characters.get(cid)
+    [report] = reports
+    assert report.remaining == 239
+    assert report.reset == math.ceil(auto_clock.time() + 0.5)  # 1 of 240 at 2 a second
+    assert report.sent_at is not None and report.received_at is not None
+    assert (report.retry_after, report.limited) == (None, False)
 
 
 async def test_cancelled_attempt_is_still_reported_to_the_limiter(auto_clock: FakeClock) -> None:
