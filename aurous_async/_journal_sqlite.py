@@ -47,6 +47,9 @@ APPLICATION_ID = 0x4155524A
 SCHEMA_VERSION = 1
 #: Seconds a transaction waits for another process's write lock before failing.
 _BUSY_TIMEOUT = 10.0
+# Between two tries to switch a new file to WAL while another connection writes to it.
+_WAL_RETRY = 0.01
+_pause = time.sleep  # (a test hook: it tells a test that a try met the lock)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS batches (
@@ -183,18 +186,25 @@ class SQLiteJournal(StoredJournal):
 
     @staticmethod
     def _use_wal(conn: sqlite3.Connection) -> None:
-        # Switching a file to WAL needs it to itself, and SQLite answers "database is
-        # locked" at once, without the busy timeout, while another connection reads it.
-        # The mode is stored in the file, so this waits only while the file is new.
+        # Switching a file to WAL needs it to itself. While another connection holds the
+        # write lock (adding the schema to this new file, say), SQLite refuses at once
+        # with "database is locked", without the busy timeout; so this asks again, within
+        # the same timeout in all. The mode is stored in the file: only a new file waits.
         deadline = time.monotonic() + _BUSY_TIMEOUT
-        while True:
-            try:
-                conn.execute("PRAGMA journal_mode=WAL")
-                break
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.01)
+        try:
+            while True:
+                left = deadline - time.monotonic()
+                # A reader makes SQLite wait by itself (the busy timeout): not past ours.
+                conn.execute(f"PRAGMA busy_timeout = {max(0, int(left * 1000))}")
+                try:
+                    conn.execute("PRAGMA journal_mode=WAL")
+                    break
+                except sqlite3.OperationalError as exc:
+                    if "locked" not in str(exc) or left <= 0:
+                        raise
+                _pause(_WAL_RETRY)
+        finally:
+            conn.execute(f"PRAGMA busy_timeout = {int(_BUSY_TIMEOUT * 1000)}")
         conn.execute("PRAGMA synchronous=FULL")
 
     def _batch_id(self, conn: sqlite3.Connection, batch: str) -> int | None:

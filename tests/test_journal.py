@@ -474,8 +474,8 @@ def test_runners_and_readers_opening_a_new_file_together_all_succeed(tmp_path: P
     """Guards opening a new file while other connections do (runners starting as
     ``batch show`` reads it): telling a journal from another database with reads from
     either side of another's schema commit ("not an aurous-async journal"), or switching
-    to WAL while another reads ("database is locked"). Real threads racing on real files,
-    many times: before the fix about one round in five failed."""
+    to WAL while another writes ("database is locked"). Real threads racing on real
+    files, many times: before the fix about one round in five failed."""
     failures: list[BaseException] = []
 
     async def run(path: Path, batch: str) -> None:
@@ -517,13 +517,22 @@ def test_runners_and_readers_opening_a_new_file_together_all_succeed(tmp_path: P
     assert failures == []
 
 
-def test_a_new_file_another_connection_is_writing_is_waited_for(tmp_path: Path) -> None:
+def test_a_new_file_another_connection_is_writing_is_waited_for(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Guards the switch to WAL: SQLite refuses it at once ("database is locked"),
     without its busy timeout, while another connection holds the write lock of a new
-    file; opening must wait for that lock like every other statement does."""
+    file; opening must wait for that lock like every other statement does. The lock is
+    let go only once a try has met it."""
     path = tmp_path / "j.db"
     other = sqlite3.connect(path, isolation_level=None)
     other.execute("BEGIN IMMEDIATE")  # a runner adding the schema, say
+    met_the_lock = threading.Event()
+
+    def pause(seconds: float) -> None:
+        met_the_lock.set()
+        time.sleep(seconds)
+
+    monkeypatch.setattr(journal_sqlite, "_pause", pause)
     failures: list[BaseException] = []
 
     def open_journal() -> None:
@@ -538,28 +547,33 @@ def test_a_new_file_another_connection_is_writing_is_waited_for(tmp_path: Path) 
 
     opener = threading.Thread(target=open_journal)
     opener.start()
-    opener.join(0.5)  # the opener meets the lock at once; given up on, it ends early
-    assert opener.is_alive(), failures
-    other.execute("COMMIT")
-    other.close()
-    opener.join()
+    try:
+        for _ in range(3000):  # 30 s only bounds a test gone wrong
+            if met_the_lock.wait(0.01) or not opener.is_alive():
+                break
+        assert failures == [] and met_the_lock.is_set() and opener.is_alive()
+    finally:
+        other.execute("COMMIT")
+        other.close()
+        opener.join()
     assert failures == []
 
 
 async def test_a_new_file_locked_past_the_busy_timeout_is_a_journal_error(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Guards the wait for WAL ending: a lock never released is the same typed error as
+    """Guards the wait for WAL ending: a lock never let go is the same typed error as
     any other statement's busy timeout, not an opening that never returns."""
     monkeypatch.setattr(journal_sqlite, "_BUSY_TIMEOUT", 0.05)
     path = tmp_path / "j.db"
     other = sqlite3.connect(path, isolation_level=None)
     other.execute("BEGIN IMMEDIATE")
-    try:
-        async with SQLiteJournal(path) as journal:
+    async with SQLiteJournal(path) as journal:
+        try:
             with pytest.raises(JournalError, match="locked"):
-                await asyncio.wait_for(journal.open_batch("b", ["a"]), 30)
-    finally:
-        other.close()
+                # 10 s only bounds a test gone wrong (the wait is 0.05 s here).
+                await asyncio.wait_for(journal.open_batch("b", ["a"]), 10)
+        finally:
+            other.close()  # so a worker still trying can end, and the journal close
 
 
 async def test_a_corrupt_record_is_a_journal_error(tmp_path: Path) -> None:
