@@ -85,12 +85,20 @@ async def test_the_batch_as_a_context_manager_cancels_everything_on_exit(
 
 
 async def test_a_cancelled_consumer_leaks_no_task(ffake: FakeAurousServer, fast: ScaledClock) -> None:
-    """Defect guarded (item 10): each cancelled consumer left a pending Queue.get task."""
+    """Defect guarded (item 10): each cancelled consumer left a pending Queue.get task.
+    The batches stay referenced, so no finaliser cleans up after a consumer that did
+    not; and no synthesis ends, so each consumer is still iterating when it is cancelled
+    however long the machine takes to come back from the pause (with 30 ms syntheses, a
+    slow moment let a consumer finish first)."""
+    ffake.synthesis_seconds = 10**6
     ids = [ffake.add_character() for _ in range(6)]
+    batches: list[object] = []
     async with aa.AurousSession(ffake.api_key, base_url=ffake.base_url, clock=fast,
                                 timeout=3600) as s:
         async def consume() -> None:
-            async for _ in s.characters.resynthesize_many(ids):
+            batch = s.characters.resynthesize_many(ids)
+            batches.append(batch)
+            async for _ in batch:
                 pass
 
         for _ in range(5):
@@ -99,12 +107,13 @@ async def test_a_cancelled_consumer_leaks_no_task(ffake: FakeAurousServer, fast:
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
-        await asyncio.sleep(0.01)
-        # No queue getter (the old leak) and no task of the batch is left behind.
+        # No queue getter (the old leak) and no task of a batch is left behind: the
+        # cancelled consumer ended its batch before its cancellation reached us.
         leaked = [t for t in asyncio.all_tasks()
                   if getattr(t.get_coro(), "__qualname__", "").startswith("Queue.")
                   or "resynthesize_many" in t.get_name()]
         assert leaked == []
+        assert len(batches) == 5
 
 
 # -- 2. buckets shared across threads and event loops --------------------------------------
