@@ -309,7 +309,9 @@ async def test_joiners_take_over_when_the_owner_walks_away() -> None:
     async with FakeAurousServer(clock=clock, synthesis_seconds=5) as fake, \
             fake.session(timeout=3600) as s:
         cid = fake.add_character()
-        fake.faults.add(Fault(FaultKind.SLOW, route=RESYNTH, nth=1, delay=0.2))
+        # Held until the owner is gone (30 s only bounds a test gone wrong): a fixed hold
+        # could end before the joiner joined on a slow moment of the machine.
+        held = fake.faults.add(Fault(FaultKind.SLOW, route=RESYNTH, nth=1, delay=30))
         owner = asyncio.ensure_future(_first(s.characters.resynthesize_and_watch(cid)))
         for _ in range(2000):  # until the owner's POST is at the server (and held there)
             if fake.requests_to(RESYNTH):
@@ -319,6 +321,7 @@ async def test_joiners_take_over_when_the_owner_walks_away() -> None:
             _last(s.characters.resynthesize_and_watch(cid, auto_save=True)))
         await asyncio.sleep(0.05)
         owner.cancel()
+        held.release()
         final = await asyncio.wait_for(joiner, timeout=10)
     assert final.status is S.READY
     assert len(fake.ledger) == 1  # the joiner took over under the same key: no 2nd charge
