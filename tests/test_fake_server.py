@@ -341,8 +341,11 @@ async def test_idempotency_does_not_cache_4xx(raw: RawClient, fake: FakeAurousSe
 
 async def test_idempotency_in_flight_conflict(raw: RawClient, fake: FakeAurousServer) -> None:
     cid = fake.add_character()
-    fake.faults.add(Fault(FaultKind.SLOW, route="POST /v1/characters/{character_id}/resynthesize",
-                          nth=1, delay=0.2))
+    # Held until the 409 is seen (30 s only bounds a test gone wrong): a timed hold could
+    # end before the second POST arrived on a slow moment of the machine.
+    held = fake.faults.add(Fault(FaultKind.SLOW,
+                                 route="POST /v1/characters/{character_id}/resynthesize",
+                                 nth=1, delay=30))
     first = asyncio.create_task(raw.call("POST", f"/v1/characters/{cid}/resynthesize",
                                          headers={"Idempotency-Key": "busy"}))
     for _ in range(2000):  # until the first is recorded: its key is then in flight
@@ -355,6 +358,7 @@ async def test_idempotency_in_flight_conflict(raw: RawClient, fake: FakeAurousSe
     assert_envelope(body, headers, "invalid_request", "idempotency_key_in_use")
     assert "Retry-After" not in headers
     assert cid not in str(body)
+    held.release()
     assert (await first)[0] == 200
     status, _, headers = await raw.call("POST", f"/v1/characters/{cid}/resynthesize",
                                         headers={"Idempotency-Key": "busy"})
