@@ -87,15 +87,17 @@ async def test_the_batch_as_a_context_manager_cancels_everything_on_exit(
 async def test_a_cancelled_consumer_leaks_no_task(ffake: FakeAurousServer, fast: ScaledClock) -> None:
     """Defect guarded (item 10): each cancelled consumer left a pending Queue.get task.
     The batches stay referenced, so no finaliser cleans up after a consumer that did
-    not; and no synthesis ends, so each consumer is still iterating when it is cancelled
-    however long the machine takes to come back from the pause (with 30 ms syntheses, a
-    slow moment let a consumer finish first)."""
+    not; and nothing can end a batch on its own (no synthesis ends, and each consumer
+    has characters of its own), so each consumer is still iterating when it is
+    cancelled however long the machine takes to come back from the pause."""
     ffake.synthesis_seconds = 10**6
-    ids = [ffake.add_character() for _ in range(6)]
     batches: list[object] = []
     async with aa.AurousSession(ffake.api_key, base_url=ffake.base_url, clock=fast,
                                 timeout=3600) as s:
         async def consume() -> None:
+            # New characters each time: ones an earlier consumer left synthesizing would
+            # refuse a resynthesize at once, and the batch would end before its cancel.
+            ids = [ffake.add_character() for _ in range(6)]
             batch = s.characters.resynthesize_many(ids)
             batches.append(batch)
             async for _ in batch:
