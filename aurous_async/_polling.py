@@ -401,13 +401,14 @@ class PollScheduler:
         watched.missed = True
         if late.value is None or self._pushes_active():
             return None
-        delay = self._timed(late.value - elapsed)
         # Only where the policy's own steps would also look: not sooner than its first,
         # not later than its longest, and never past a watcher's deadline.
-        if not self.policy.interval <= late.value - elapsed <= self.policy.max_interval or any(
-            sub.deadline is not None and now + delay >= sub.deadline
-            for sub in watched.subscribers
-        ):
+        left = late.value - elapsed
+        if not self.policy.interval <= left <= self.policy.max_interval:
+            return None
+        delay = self._timed(left)
+        if any(sub.deadline is not None and now + delay >= sub.deadline
+               for sub in watched.subscribers):
             return None
         return delay, late
 
