@@ -383,9 +383,6 @@ async def _polls_per_synthesis(clock: FakeClock, policy: aa.PollPolicy,
         done = clock.monotonic() - started[cid] >= 30
         return aa.Character(id=cid, status=S.REVIEWING if done else S.SYNTHESIZING)
 
-    async def save(cid: str) -> aa.Character:
-        raise AssertionError("not saving")
-
     scheduler = scheduler or PollScheduler(fetch, policy, clock, rng=random.Random(7))
     for wave in range(rounds):
         before = len(fetches)
@@ -393,8 +390,8 @@ async def _polls_per_synthesis(clock: FakeClock, policy: aa.PollPolicy,
         async def one(cid: str) -> None:
             started[cid] = clock.monotonic()
             known = aa.Character(id=cid, status=S.SYNTHESIZING)
-            async for _ in watch_character(scheduler, save, cid, clock=clock, auto_save=False,
-                                           deadline=None, known=known):
+            async for _ in watch_character(scheduler, _never_called, cid, clock=clock,
+                                           auto_save=False, deadline=None, known=known):
                 pass
 
         tasks = [asyncio.create_task(one(f"char_{wave}_{n}")) for n in range(count)]
@@ -439,9 +436,6 @@ async def _late_syntheses_polls(
         done = clock.monotonic() - started[cid] >= took
         return aa.Character(id=cid, status=S.REVIEWING if done else S.SYNTHESIZING)
 
-    async def save(cid: str) -> aa.Character:
-        raise AssertionError("not saving")
-
     scheduler = scheduler or PollScheduler(fetch, policy, clock, rng=random.Random(7))
     scheduler._fetch = fetch
     for _ in range(waves):
@@ -452,8 +446,8 @@ async def _late_syntheses_polls(
             cid = f"char_{wave}_{n}"
             started[cid] = clock.monotonic()
             known = aa.Character(id=cid, status=S.SYNTHESIZING)
-            async for _ in watch_character(scheduler, save, cid, clock=clock, auto_save=False,
-                                           deadline=None, known=known):
+            async for _ in watch_character(scheduler, _never_called, cid, clock=clock,
+                                           auto_save=False, deadline=None, known=known):
                 pass
 
         wave = next(_WAVES)  # ids unique across calls on one scheduler
@@ -583,7 +577,7 @@ async def test_no_late_poll_is_timed_while_webhooks_arrive(clock: FakeClock) -> 
     scheduler = PollScheduler(fetch, aa.PollPolicy(jitter=0), clock)
     scheduler.estimate.value, scheduler.late_estimate.value = 30.0, 40.0  # as if learned
     sub = scheduler.subscribe("char_1", aa.Character(id="char_1", status=S.SYNTHESIZING))
-    sub.wait()
+    sub.wait()  # a watcher waits (not parked); the future itself is not needed here
     await clock.advance(10)
     scheduler.expect_pushes()  # a receiver feeds this session from now on
     await clock.advance(60)

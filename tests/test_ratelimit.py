@@ -231,6 +231,19 @@ class CountingLimiter(aa.InMemoryRateLimiter):
         self.acquired.append(bucket)
 
 
+class RecordingLimiter(aa.InMemoryRateLimiter):
+    """The real limiter, keeping every feedback the session reports to it (a caller's
+    limiter: the session goes through ``observe`` with a RateLimitFeedback)."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__(clock=clock)
+        self.reports: list[aa.RateLimitFeedback] = []
+
+    def observe(self, bucket: str, feedback: aa.RateLimitFeedback) -> None:
+        self.reports.append(feedback)
+        super().observe(bucket, feedback)
+
+
 async def test_every_attempt_takes_a_token_retries_included(sfake: FakeAurousServer, auto_clock: FakeClock) -> None:
     from aurous_async.testing import Fault, FaultKind
 
@@ -334,18 +347,12 @@ async def test_a_callers_limiter_hears_every_rate_limit_header(
     """Guards the feedback a limiter of the caller's gets: Remaining and Reset both
     (the session's own limiter skips Reset when Remaining is there; others may not
     want to), with the round trip's times."""
-    reports: list[aa.RateLimitFeedback] = []
-
-    class Recording(aa.InMemoryRateLimiter):
-        def observe(self, bucket: str, feedback: aa.RateLimitFeedback) -> None:
-            reports.append(feedback)
-            super().observe(bucket, feedback)
-
+    lim = RecordingLimiter(auto_clock)
     cid = sfake.add_character()
     async with aa.AurousSession(sfake.api_key, base_url=sfake.base_url, clock=auto_clock,
-                                rate_limits=Recording(clock=auto_clock)) as s:
+                                rate_limits=lim) as s:
         await s.characters.get(cid)
-    [report] = reports
+    [report] = lim.reports
     assert report.remaining == 239
     assert report.reset == math.ceil(auto_clock.time() + 0.5)  # 1 of 240 at 2 a second
     assert report.sent_at is not None and report.received_at is not None
@@ -357,12 +364,7 @@ async def test_cancelled_attempt_is_still_reported_to_the_limiter(auto_clock: Fa
 
     from .conftest import serve_app
 
-    reports: list[aa.RateLimitFeedback] = []
-
-    class Recording(aa.InMemoryRateLimiter):
-        def observe(self, bucket: str, feedback: aa.RateLimitFeedback) -> None:
-            reports.append(feedback)
-            super().observe(bucket, feedback)
+    lim = RecordingLimiter(auto_clock)
 
     # A server that holds the request until the test lets it go (after the cancel), so
     # nothing is left to wait out when it stops.
@@ -377,14 +379,15 @@ async def test_cancelled_attempt_is_still_reported_to_the_limiter(auto_clock: Fa
     app.router.add_get("/v1/balance", balance)
     async with serve_app(app) as url:
         async with aa.AurousSession("al_test_" + "r" * 32, base_url=url, clock=auto_clock,
-                                    rate_limits=Recording(clock=auto_clock)) as s:
+                                    rate_limits=lim) as s:
             task = asyncio.create_task(s.balance())
             await asyncio.wait_for(arrived.wait(), timeout=10)  # the attempt is out
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
         release.set()
-    assert len(reports) == 1 and reports[0].sent_at is not None and reports[0].remaining is None
+    assert len(lim.reports) == 1 and lim.reports[0].sent_at is not None
+    assert lim.reports[0].remaining is None
 
 
 async def test_a_waiter_behind_an_unanswered_probe_keeps_its_deadline(clock: FakeClock) -> None:
