@@ -58,7 +58,7 @@ class SendMarker:
 
     __slots__ = ("sent",)
 
-    def __init__(self, *, sent: bool) -> None:
+    def __init__(self, sent: bool) -> None:  # (positional: one is made per attempt)
         self.sent = sent
 
 
@@ -162,7 +162,10 @@ class HttpClient:
         if client_timeout.total != timeout:
             client_timeout = self._timeout = aiohttp.ClientTimeout(total=timeout)
         error: AurousError
-        token = _MARKER.set(marker) if self.traced else None
+        if self.traced:
+            # Not reset afterwards: only our request class reads it, and every traced
+            # send sets its own first (a reset would double the cost).
+            _MARKER.set(marker)
         try:
             async with http.request(
                 method, url, params=params, data=data, headers=headers,
@@ -198,9 +201,6 @@ class HttpClient:
             error = APIConnectionError(
                 f"connection failed: {type(exc).__name__}: {redact(str(exc), *secrets)}",
                 method=method, path=_path(url))
-        finally:
-            if token is not None:
-                _MARKER.reset(token)
         # The aiohttp exception (whose request_info holds our headers, the API key among
         # them) must not ride along as __context__: raised outside the except blocks,
         # and cleared, since on Python 3.10 a task resumed by an exception keeps that

@@ -116,7 +116,8 @@ class RateLimitFeedback:
 # The rate-limit headers as multidict's case-insensitive keys (no case folding per
 # lookup); both spellings are documented.
 _RETRY_AFTER = istr("Retry-After")
-_REMAINING = (istr("X-RateLimit-Remaining"), istr("RateLimit-Remaining"))
+_REMAINING = _X_REMAINING, _REMAINING_PLAIN = (
+    istr("X-RateLimit-Remaining"), istr("RateLimit-Remaining"))
 _RESET = (istr("X-RateLimit-Reset"), istr("RateLimit-Reset"))
 _INFINITY = math.inf
 # One is made per request: without __init__'s keyword call and frozen setattr.
@@ -299,11 +300,27 @@ class InMemoryRateLimiter:
         """:meth:`observe` straight from an attempt's answer, without a
         :class:`RateLimitFeedback` made for it (the session calls this once per attempt):
         ``status``, ``headers`` and ``clock`` as :func:`answer_values` takes them."""
+        state = self._states.get(bucket) or self._state(bucket)
+        if (status != 429 and sent_at is not None and received_at is not None
+                and not state.cold):
+            # Nearly every answer: a plain count, and nothing else in it matters to a
+            # warm bucket (Retry-After only counts with a 429, Reset only without a
+            # count). In under 16 characters int() reads the whole numbers float()
+            # does, and the same value (below 2**53, so exact); anything else (a
+            # negative count, "5.0", a stray control character) takes the long way.
+            raw = headers.get(_X_REMAINING) or headers.get(_REMAINING_PLAIN)
+            if raw is not None and len(raw) < 16:
+                try:
+                    count = int(raw)
+                except ValueError:
+                    count = -1
+                if count >= 0:
+                    state.observe_count(self._monotonic(), count, sent_at, received_at)
+                    return
         # Our count reads Reset only where Remaining is missing, so it is not parsed
         # (nor the wall clock read) for the rest.
         remaining, reset, retry_after, limited = answer_values(
             status, headers, clock, reset_without_remaining=True)
-        state = self._states.get(bucket) or self._state(bucket)
         state.observe(self._monotonic(), 0.0 if reset is None else self._time(), remaining,
                       reset, retry_after, limited, sent_at, received_at)
 

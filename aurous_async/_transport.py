@@ -172,7 +172,7 @@ class Transport:
                 fire_token_callback()
             # Whether the request went out; without a way to know (a session brought by
             # the caller has no trace hook of ours) assume it did.
-            sent = SendMarker(sent=not self._http.traced)
+            sent = SendMarker(not self._http.traced)
             try:
                 return await self._attempt(call, attempt, deadline, sent)
             except AurousError as exc:
@@ -320,7 +320,10 @@ class Transport:
             # Every attempt that went out is reported, answered or not (even when
             # cancelled): the limiter learns when the server's refill clock may have
             # started.
-            if self._limiter is not None:
+            if self._observe_answer is not None and sent.sent:  # (most attempts)
+                self._observe_answer(call.bucket, status, resp_headers, self._clock,
+                                     sent_at, self._monotonic())
+            elif self._limiter is not None:
                 self._feedback(call.bucket, status, resp_headers,
                                sent_at if sent.sent else None)
         request_id = resp_headers.get(_REQUEST_ID)

@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import math
+from typing import Any
 
 import pytest
 from aiohttp import web
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+from multidict import CIMultiDict, CIMultiDictProxy
 
 import aurous_async as aa
 from aurous_async._errors import DeadlineExceededError
+from aurous_async._ratelimit import answer_feedback, answer_values
 from aurous_async.testing import BucketLimit, FakeAurousServer, FakeClock
 
 from .conftest import on_virtual_time, serve_app
@@ -436,3 +441,114 @@ async def test_a_burst_whose_answer_never_comes_does_not_freeze_the_refill(
     assert not waiter.done()
     await clock.advance(3)
     assert waiter.done() and waiter.exception() is None
+
+
+# -- the written-out paths against the plain ones ---------------------------------------
+# take_if_free and observe_answer do the common case by hand (every request of every
+# session pays for it); these sequences hold them to the plain code they stand for.
+
+
+class _PlainLimiter(aa.InMemoryRateLimiter):
+    """The same limiter taking every token through ``_refill``/``_try_take`` and every
+    answer through ``answer_values`` and ``observe``: the steps the fast paths repeat."""
+
+    def try_acquire(self, bucket: str) -> bool:
+        state = self._state(bucket)
+        with state.lock:
+            if state.waiting:
+                return False
+            state._refill(self.clock.monotonic())
+            return state._try_take(self.clock.monotonic())
+
+    def observe_answer(self, bucket: str, status: int, headers: Any, clock: Any,
+                       sent_at: float | None, received_at: float | None) -> None:
+        values = answer_values(status, headers, clock)
+        self.observe(bucket, answer_feedback(values, sent_at, received_at))
+
+
+_COUNTS = st.one_of(
+    st.integers(min_value=0, max_value=14).map(str),
+    st.integers(min_value=-3, max_value=10**17).map(str),
+    st.sampled_from(["", " 7 ", "+3", "-0", "007", "1_0", "5.0", "1e2", "5\x1f", "\u0663",
+                     "9" * 15, "9" * 16, "0" * 15 + "1", "nan", "inf", "0x1", "  ", "3 4"]),
+)
+# When an attempt went out: at the last take (a call's own answer), seconds ago, or never.
+_SENT = st.one_of(st.none(), st.just("at the last take"),
+                  st.sampled_from([0.0, 0.05, 1.0]), st.floats(min_value=0, max_value=130))
+_ANSWERS = st.tuples(
+    st.just("answer"),
+    st.sampled_from([200, 201, 404, 429, 503]),
+    st.one_of(st.none(), _COUNTS),  # X-RateLimit-Remaining
+    st.one_of(st.none(), _COUNTS),  # RateLimit-Remaining
+    st.one_of(st.none(), st.integers(min_value=-5, max_value=200)),  # Reset, from now
+    st.one_of(st.none(), st.sampled_from(["0", "2", "30", "soon"])),  # Retry-After
+    _SENT,
+    st.booleans(),  # answered (else: it went out and no answer came)
+)
+_STEPS = st.lists(st.one_of(
+    st.tuples(st.just("advance"),
+              st.one_of(st.sampled_from([0.0, 1e-9, 0.5, 10.0, 120.0]),
+                        st.floats(min_value=0, max_value=200))),
+    st.tuples(st.just("take")),
+    st.tuples(st.just("release")),
+    _ANSWERS,
+), max_size=60)
+_STATE_FIELDS = ("tokens", "updated", "blocked_until", "phase_start", "phase_confirmed",
+                 "lag", "cold", "probing", "probe_started")
+_GOT = ("answer", 200, "11", None, None, None, "at the last take", True)  # one fewer
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(steps=_STEPS, phase_sync=st.booleans(),
+       limit=st.sampled_from([aa.RateLimit(6, 60.0, 12), aa.RateLimit(10**9, 1.0, 10**9),
+                              aa.RateLimit(1, 1.0, 1)]))
+# A burst's first answer starts the refill; a count just under ours is only rounding.
+@example(steps=[("take",), ("advance", 0.2), _GOT, ("take",), ("advance", 0.2), _GOT,
+                ("take",)], phase_sync=True, limit=aa.RateLimit(6, 60.0, 12))
+# A burst whose answer never comes still refills once its lease is over.
+@example(steps=[("take",), _GOT, ("take",), ("advance", 130.0), ("take",), ("take",)],
+         phase_sync=True, limit=aa.RateLimit(6, 60.0, 12))
+# ... and so does the late answer of that burst's first call.
+@example(steps=[("take",), _GOT, ("advance", 20.0), ("take",), ("advance", 130.0), _GOT],
+         phase_sync=True, limit=aa.RateLimit(6, 60.0, 12))
+# A count past 2**53 is no count (float() says so): the Reset beside it is read instead.
+@example(steps=[("take",), _GOT, ("advance", 1.0),
+                ("answer", 200, "9" * 16, None, 100, None, 0.5, True)],
+         phase_sync=True, limit=aa.RateLimit(6, 60.0, 12))
+def test_the_written_out_paths_count_as_the_plain_ones(
+        steps: list[tuple[Any, ...]], phase_sync: bool, limit: aa.RateLimit) -> None:
+    clocks = (FakeClock(), FakeClock())
+    fast = aa.InMemoryRateLimiter(aa.RateLimits(characters_synthesize=limit),
+                                  clock=clocks[0], phase_sync=phase_sync)
+    plain = _PlainLimiter(aa.RateLimits(characters_synthesize=limit), clock=clocks[1],
+                          phase_sync=phase_sync)
+    last_take = clocks[0].monotonic()
+    for step in steps:
+        results = []
+        for lim, clock in ((fast, clocks[0]), (plain, clocks[1])):
+            if step[0] == "advance":
+                clock._now += step[1]
+            elif step[0] == "take":
+                results.append(lim.try_acquire(SYNTH))
+                last_take = clock.monotonic()
+            elif step[0] == "release":
+                lim.release(SYNTH)
+            else:
+                _, status, x_remaining, remaining, reset, retry_after, sent, answered = step
+                headers = CIMultiDict[str]()
+                for name, value in (("X-RateLimit-Remaining", x_remaining),
+                                    ("RateLimit-Remaining", remaining),
+                                    ("X-RateLimit-Reset", None if reset is None
+                                     else str(int(clock.time()) + reset)),
+                                    ("Retry-After", retry_after)):
+                    if value is not None and answered:
+                        headers[name] = value
+                now = clock.monotonic()
+                sent_at = (None if sent is None else last_take if isinstance(sent, str)
+                           else now - sent)
+                lim.observe_answer(SYNTH, status if answered else 0,
+                                   CIMultiDictProxy(headers), clock, sent_at,
+                                   None if sent_at is None else now)
+        assert results[:1] == results[1:], step
+        a, b = fast._state(SYNTH), plain._state(SYNTH)
+        assert [getattr(a, f) for f in _STATE_FIELDS] == [getattr(b, f) for f in _STATE_FIELDS], step

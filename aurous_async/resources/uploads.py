@@ -62,7 +62,7 @@ class Uploads:
         http = self._parts.http
         answer = await http.send(
             "PUT", ticket.upload_url, data=body, headers=headers,
-            timeout=self._parts.transport.timeout, marker=SendMarker(sent=True),
+            timeout=self._parts.transport.timeout, marker=SendMarker(True),
             secrets=(ticket.upload_url,),
         )
         if answer.status >= 300:
