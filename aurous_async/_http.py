@@ -78,6 +78,9 @@ _MARKER: contextvars.ContextVar[SendMarker | None] = contextvars.ContextVar(
     "aurous_send_marker", default=None)
 
 
+_send = aiohttp.ClientRequest.send
+
+
 class _MarkingRequest(aiohttp.ClientRequest):
     """Marks the current attempt sent when aiohttp begins writing it: a connection is
     ours by then, and nothing suspends before its headers are written. aiohttp runs this
@@ -93,7 +96,7 @@ class _MarkingRequest(aiohttp.ClientRequest):
         marker = _MARKER.get()
         if marker is not None:
             marker.sent = True
-        return aiohttp.ClientRequest.send(self, conn)  # as super(), without making one
+        return _send(self, conn)  # as super(), without making one
 
 
 class HttpClient:
@@ -172,7 +175,20 @@ class HttpClient:
                 proxy=self._proxy(url) if self._proxies else None,
                 allow_redirects=False, raise_for_status=False, timeout=client_timeout,
             ) as response:
-                body = await self._read(response, secrets)
+                # The body, decompressed, refusing more than max_response_bytes: its
+                # first read is here (mostly the whole body), the rest in _read_rest.
+                cap = self.max_response_bytes
+                length = response.content_length
+                if length is not None and length > cap and not response.headers.get(
+                    "Content-Encoding"
+                ):
+                    raise _too_large(response, cap, secrets)
+                content = response.content
+                body = await content.read(_CHUNK)
+                if len(body) > cap:
+                    raise _too_large(response, cap, secrets)
+                if body and not content.at_eof():
+                    body = await self._read_rest(response, body, secrets)
                 return HttpResponse(response.status, response.headers, body)
         except (asyncio.TimeoutError, TimeoutError):
             # Two classes on Python 3.10, one from 3.11: catch both.
@@ -218,28 +234,18 @@ class HttpClient:
             self._proxy_for[key] = None if bypass else self._proxies.get(key[0])
         return self._proxy_for[key]
 
-    async def _read(self, response: aiohttp.ClientResponse,
-                    secrets: tuple[str | None, ...]) -> bytes:
-        """The body, decompressed, refusing more than ``max_response_bytes``."""
-        cap = self.max_response_bytes
-        length = response.content_length
-        if length is not None and length > cap and not response.headers.get(
-            "Content-Encoding"
-        ):
-            raise _too_large(response, cap, secrets)
-        content = response.content
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            chunk = await content.read(_CHUNK)
-            if not chunk:
-                return b"".join(chunks)
+    async def _read_rest(self, response: aiohttp.ClientResponse, first: bytes,
+                         secrets: tuple[str | None, ...]) -> bytes:
+        """The body after its ``first`` read, refusing more than ``max_response_bytes``
+        in all."""
+        cap, content = self.max_response_bytes, response.content
+        chunks, size = [first], len(first)
+        while chunk := await content.read(_CHUNK):
             size += len(chunk)
             if size > cap:
                 raise _too_large(response, cap, secrets)
-            if not chunks and content.at_eof():
-                return chunk  # the whole body in one read: the common case
             chunks.append(chunk)
+        return b"".join(chunks)
 
     async def aclose(self) -> None:
         """Close the session if it is ours (a caller's session stays open)."""

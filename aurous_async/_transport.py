@@ -128,8 +128,84 @@ class Transport:
         """
         if call.method == "POST" and call.idempotency_key is None:
             call = attrs.evolve(call, idempotency_key=str(uuid.uuid4()))
+        # (The retry loop is inline: each call resumes every coroutine it runs in.)
         try:
-            response = await self._request(call)
+            config, clock = self._config, self._clock
+            deadline = current_deadline()
+            waits: Any = None  # the backoff schedule, made only if a retry needs it
+            in_flight_wait, in_flight_since = _IN_FLIGHT_START, math.nan
+            confirmed = False  # the free reads of call.confirm have had their turn
+            failures = 0  # attempts that count against max_retries
+            reached = False  # some attempt went out (the server may have acted on it)
+            attempt = 0
+            while True:
+                attempt += 1
+                limiter = self._limiter
+                if limiter is not None:
+                    if self._closed:
+                        raise SessionClosedError("this AurousSession is closed")
+                    # A free token is taken without a coroutine (the in-memory limiter's).
+                    if self._try_acquire is None or not self._try_acquire(call.bucket):
+                        await self._acquire(limiter, call.bucket, deadline)
+                if attempt == 1 and call.before_send is not None:
+                    try:
+                        await call.before_send()
+                    except BaseException:
+                        if limiter is not None:
+                            limiter.release(call.bucket)  # nothing was sent
+                        raise
+                if pending_token_callback() is not None:
+                    fire_token_callback()
+                # Whether the request went out; without a way to know (a session brought by
+                # the caller has no trace hook of ours) assume it did.
+                sent = SendMarker(not self._http.traced)
+                try:
+                    response = await self._attempt(call, attempt, deadline, sent)
+                except AurousError as exc:
+                    error = exc
+                else:
+                    return _recorded(response)
+                finally:
+                    if sent.sent:
+                        reached = True
+                    elif limiter is not None:
+                        # Cancelled or refused before a byte left: the token was not spent.
+                        limiter.release(call.bucket)
+                error.may_have_been_processed = reached and _may_have_acted(error)
+                wait: float | None
+                if isinstance(error, IdempotencyKeyInUseError) and (attempt > 1 or call.resumed):
+                    # Our own first attempt holds the key and is still running on the server.
+                    now = clock.monotonic()
+                    if math.isnan(in_flight_since):
+                        in_flight_since = now
+                    if call.confirm is not None and not confirmed:
+                        # Watch for its effect with free reads instead of spending a paid
+                        # token on every re-check; one more POST settles what they cannot.
+                        confirmed = True
+                        answer = await self._await_original(call, error, deadline, in_flight_since)
+                        if answer is not None:
+                            return _recorded(answer)
+                        continue
+                    wait, in_flight_wait = in_flight_wait, min(in_flight_wait * 2, _IN_FLIGHT_CAP)
+                    if now - in_flight_since + wait > _IN_FLIGHT_BUDGET:
+                        raise error
+                else:
+                    failures += 1
+                    if failures > config.max_retries or not _retryable(call, error, sent.sent):
+                        raise error
+                    if waits is None:
+                        waits = backoff.expo(base=2, factor=1.0, max_value=_BACKOFF_CAP)
+                        waits.send(None)
+                    wait = self._retry_wait(error, waits)
+                if deadline is not None and clock.monotonic() + wait > deadline:
+                    # The deadline, not the error, ends the call: the retry would have gone.
+                    raise _deadline_error(call, error)
+                if logger.isEnabledFor(logging.WARNING):
+                    logger.warning(
+                        "%s %s: %s; retrying in %.2fs (attempt %d of %d)", call.method, call.path,
+                        _short(error), wait, attempt + 1, config.max_retries + 1,
+                    )
+                await clock.sleep(wait)
         except AurousError as error:
             if call.method == "POST":
                 _label_paid_error(error, call)
@@ -138,86 +214,6 @@ class Transport:
             # everything raised until it next suspends.
             error.__context__ = None
             raise
-        sink = captured()
-        if sink is not None:
-            sink.append(response)
-        return response
-
-    async def _request(self, call: ApiCall) -> ApiResponse:
-        config, clock = self._config, self._clock
-        deadline = current_deadline()
-        waits: Any = None  # the backoff schedule, made only if a retry needs it
-        in_flight_wait, in_flight_since = _IN_FLIGHT_START, math.nan
-        confirmed = False  # the free reads of call.confirm have had their turn
-        failures = 0  # attempts that count against max_retries
-        reached = False  # some attempt went out (the server may have acted on it)
-        attempt = 0
-        while True:
-            attempt += 1
-            limiter = self._limiter
-            if limiter is not None:
-                if self._closed:
-                    raise SessionClosedError("this AurousSession is closed")
-                # A free token is taken without a coroutine (the in-memory limiter's).
-                if self._try_acquire is None or not self._try_acquire(call.bucket):
-                    await self._acquire(limiter, call.bucket, deadline)
-            if attempt == 1 and call.before_send is not None:
-                try:
-                    await call.before_send()
-                except BaseException:
-                    if limiter is not None:
-                        limiter.release(call.bucket)  # nothing was sent
-                    raise
-            if pending_token_callback() is not None:
-                fire_token_callback()
-            # Whether the request went out; without a way to know (a session brought by
-            # the caller has no trace hook of ours) assume it did.
-            sent = SendMarker(not self._http.traced)
-            try:
-                return await self._attempt(call, attempt, deadline, sent)
-            except AurousError as exc:
-                error = exc
-            finally:
-                if sent.sent:
-                    reached = True
-                elif limiter is not None:
-                    # Cancelled or refused before a byte left: the token was not spent.
-                    limiter.release(call.bucket)
-            error.may_have_been_processed = reached and _may_have_acted(error)
-            wait: float | None
-            if isinstance(error, IdempotencyKeyInUseError) and (attempt > 1 or call.resumed):
-                # Our own first attempt holds the key and is still running on the server.
-                now = clock.monotonic()
-                if math.isnan(in_flight_since):
-                    in_flight_since = now
-                if call.confirm is not None and not confirmed:
-                    # Watch for its effect with free reads instead of spending a paid
-                    # token on every re-check; one more POST settles what they cannot.
-                    confirmed = True
-                    answer = await self._await_original(call, error, deadline, in_flight_since)
-                    if answer is not None:
-                        return answer
-                    continue
-                wait, in_flight_wait = in_flight_wait, min(in_flight_wait * 2, _IN_FLIGHT_CAP)
-                if now - in_flight_since + wait > _IN_FLIGHT_BUDGET:
-                    raise error
-            else:
-                failures += 1
-                if failures > config.max_retries or not _retryable(call, error, sent.sent):
-                    raise error
-                if waits is None:
-                    waits = backoff.expo(base=2, factor=1.0, max_value=_BACKOFF_CAP)
-                    waits.send(None)
-                wait = self._retry_wait(error, waits)
-            if deadline is not None and clock.monotonic() + wait > deadline:
-                # The deadline, not the error, ends the call: the retry would have gone.
-                raise _deadline_error(call, error)
-            if logger.isEnabledFor(logging.WARNING):
-                logger.warning(
-                    "%s %s: %s; retrying in %.2fs (attempt %d of %d)", call.method, call.path,
-                    _short(error), wait, attempt + 1, config.max_retries + 1,
-                )
-            await clock.sleep(wait)
 
     async def _await_original(self, call: ApiCall, error: AurousError, deadline: float | None,
                               since: float) -> ApiResponse | None:
@@ -374,9 +370,8 @@ class Transport:
             data = (data, raw)  # Unscanned (without orjson it is json.loads' already)
         return ApiResponse(status=status, data=data, headers=headers, request_id=request_id)
 
-    def _feedback(
-        self, bucket: str, status: int, headers: Mapping[str, str], sent_at: float | None
-    ) -> None:
+    def _feedback(self, bucket: str, status: int, headers: Mapping[str, str],
+                  sent_at: float | None) -> None:
         limiter = self._limiter
         assert limiter is not None  # called only with one
         if sent_at is None and status == 0:
@@ -387,6 +382,14 @@ class Transport:
         else:
             values = answer_values(status, headers, self._clock)
             limiter.observe(bucket, answer_feedback(values, sent_at, received_at))
+
+
+def _recorded(response: ApiResponse) -> ApiResponse:
+    """``response``, kept too where ``with_raw_response`` collects answers."""
+    sink = captured()
+    if sink is not None:
+        sink.append(response)
+    return response
 
 
 def _deadline_error(call: ApiCall, cause: AurousError) -> DeadlineExceededError:
@@ -429,10 +432,8 @@ def _label_paid_error(error: AurousError, call: ApiCall) -> None:
 
 def _uncancel(task: asyncio.Task[Any]) -> bool:
     """Take back our own cancellation of ``task``; False if someone else cancelled it too."""
-    uncancel = getattr(task, "uncancel", None)
-    if uncancel is None:  # Python 3.10: no count of cancellations to consult
-        return True
-    return bool(uncancel() == 0)
+    uncancel = getattr(task, "uncancel", None)  # (Python 3.10 counts no cancellations)
+    return uncancel is None or bool(uncancel() == 0)
 
 
 _NO_HEADERS: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict())

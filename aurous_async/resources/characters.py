@@ -38,14 +38,16 @@ _ENDPOINTS = frozenset({"get", "create", "update", "save", "delete", "resynthesi
 _CLOCK_SKEW = 5.0
 
 
+def _get_call(character_id: str, headers: Mapping[str, str] | None = None) -> ApiCall:
+    """``GET /v1/characters/{id}``: what ``characters.get`` and the poll scheduler send."""
+    return ApiCall(method="GET", path=f"/v1/characters/{path_id(character_id)}",
+                   bucket="characters_get", headers=headers)
+
+
 async def get_character(transport: Transport, character_id: str,
                         headers: Mapping[str, str] | None = None) -> Character:
-    """``GET /v1/characters/{id}``: what ``characters.get`` and the poll scheduler send."""
-    response = await transport.request(ApiCall(
-        method="GET", path=f"/v1/characters/{path_id(character_id)}", bucket="characters_get",
-        headers=headers,
-    ))
-    return response.into(Character)
+    """The character now, as the poll scheduler reads it."""
+    return (await transport.request(_get_call(character_id, headers))).into(Character)
 
 
 async def save_character(transport: Transport, character_id: str,
@@ -88,8 +90,9 @@ class Characters(CharacterFlows):
                   extra_headers: Mapping[str, str] | None = None) -> Character:
         """The character now. Raises :class:`NotFoundError` for unknown, deleted or other
         teams' ids."""
-        return await get_character(self._transport, character_id,
-                                   check_headers(extra_headers))
+        # (Not through get_character: a coroutine less per call.)
+        call = _get_call(character_id, check_headers(extra_headers))
+        return (await self._transport.request(call)).into(Character)
 
     async def list(self, *, limit: int | None = None,
                    extra_headers: Mapping[str, str] | None = None) -> AsyncIterator[Character]:
