@@ -243,13 +243,16 @@ _STATUSES: dict[Any, CharacterStatus] = CharacterStatus._value2member_map_  # ty
 
 
 # Values that repeat from answer to answer (a character's attributes on every poll, its
-# created_at always, its updated_at until its status changes) are made once and then
-# shared: they are immutable, so a shared one differs from a fresh one only by `is`.
-# Making a CharacterAttributes costs more than the rest of a Character's fields together.
-# A few hundred of each at most: when full, the table starts over.
+# created_at always, its updated_at until its status changes, its refs while a
+# resynthesis runs and once it is done) are made once and then shared: they are
+# immutable, so a shared one differs from a fresh one only by `is`. Making a
+# CharacterAttributes costs more than the rest of a Character's fields together, and
+# the refs most of the rest. A few hundred of each at most: when full, the table starts
+# over.
 _SHARED_MAX = 256
 _shared_attributes: dict[tuple[str | int | None, ...], CharacterAttributes] = {}
 _shared_times: dict[str, datetime] = {}
+_shared_refs: dict[str, Ref] = {}  # by URL (a signed one names its image and pose)
 
 
 def _attributes(data: dict[str, Any]) -> CharacterAttributes:
@@ -300,7 +303,13 @@ def _structure_character(data: Any, cls: Any, request_id: str | None = None) -> 
         pose, url = ref.get("pose"), ref.get("url")
         if type(pose) is not str or type(url) is not str:
             return _character_fields(_with_request_id(data, cls, request_id), cls)
-        parsed_refs.append(_new_ref(_POSES.get(pose) or Pose(pose), url))
+        member = _POSES.get(pose) or Pose(pose)
+        made = _shared_refs.get(url)
+        if made is None or made.pose is not member:
+            if len(_shared_refs) >= _SHARED_MAX:
+                _shared_refs.clear()
+            made = _shared_refs[url] = _new_ref(member, url)
+        parsed_refs.append(made)
     return _new_character(
         character_id, _STATUSES.get(status) or CharacterStatus(status), name,
         tuple(parsed_refs),

@@ -8,8 +8,9 @@ client's alone.
   with the exact bytes the fake sent for one ``GET /v1/characters/{id}``, captured once at
   start-up. It costs a few µs per request, so the client is the bottleneck; on the
   command ``served`` it answers how many requests it has answered. With ``--distinct``
-  it cycles through 5,000 variants of those bytes, each with its own timestamps and
-  ``gender`` (same lengths), so a client can keep nothing from one answer to the next.
+  it cycles through 5,000 variants of those bytes, each with its own timestamps,
+  ``gender`` and ref URLs (same lengths), so a client can keep nothing from one answer
+  to the next.
 
 The parent side is :class:`ServerProcess`::
 
@@ -135,14 +136,17 @@ DISTINCT = 5000
 
 
 def variants(response: bytes, count: int) -> list[bytes]:
-    """``count`` copies of ``response``, each with other times and another ``gender`` (the
-    same lengths, so Content-Length still holds)."""
+    """``count`` copies of ``response``, each with other times, another ``gender`` and
+    other signed ref URLs (the same lengths, so Content-Length still holds)."""
     times = sorted(set(re.findall(rb'"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ"', response)))
-    if b'"gender": "female"' not in response or not times:
-        raise RuntimeError("the captured answer has no timestamps or gender to vary")
+    tokens = re.findall(rb"token=([A-Za-z0-9_-]{16,})", response)
+    if b'"gender": "female"' not in response or not times or not tokens:
+        raise RuntimeError("the captured answer has no timestamps, gender or ref URLs to vary")
     made = []
     for i in range(count):
         variant = response.replace(b'"gender": "female"', b'"gender": "f%05d"' % i)
+        for n, token in enumerate(tokens):
+            variant = variant.replace(token, (b"v%05dr%d" % (i, n)).ljust(len(token), b"x"))
         for n, time in enumerate(times):
             # One day per variant, a minute per field: every value new in every answer.
             variant = variant.replace(time, b'"2031-%02d-%02dT%02d:%02d:00Z"' % (

@@ -124,9 +124,10 @@ def main() -> None:
         shown. "sdk" is the default configuration as in the table above (rate limiter
         on, a bucket that never runs dry). The rows "every answer new" are the same
         clients against a replay server cycling through {DISTINCT:,} variants of that
-        answer (other timestamps, another `gender`), fetching {DISTINCT:,} ids in turn:
-        nothing parsed for one answer (its URL, by the SDK and by yarl's own cache; its
-        times and attributes, by the SDK) helps the next, as when every call reads a
+        answer (other timestamps, another `gender`, other signed ref URLs), fetching
+        {DISTINCT:,} ids in turn: nothing parsed for one answer (its URL, by the SDK and
+        by yarl's own cache; its times, attributes and refs, by the SDK) helps the
+        next, as when every call reads a
         different character; their ratio is to raw aiohttp doing the same. The other
         rows repeat one answer, as polling one character does. httpx is left out: at an order of magnitude
         more per request than the SDK (table above) it would take most of the run's time.

@@ -313,6 +313,30 @@ def test_repeated_attributes_and_times_are_made_once_and_stay_bounded() -> None:
     assert len(_convert._shared_times) <= _convert._SHARED_MAX
 
 
+def test_repeated_refs_are_made_once_and_never_mixed_up() -> None:
+    """A character's refs repeat from poll to poll: each is made once and shared; a URL
+    that comes with another pose is made anew, and the table stays small."""
+    from aurous_async import _convert
+
+    def refs(*pairs: tuple[str, str]) -> tuple[aa.Ref, ...]:
+        data = {"id": "c", "status": "ready",
+                "refs": [{"pose": pose, "url": url} for pose, url in pairs]}
+        return ApiResponse(status=200, data=data, headers={}, request_id=None).into(
+            aa.Character).refs
+
+    url = "https://cdn.example/c/front?token=abc"
+    first, again = refs(("front", url)), refs(("front", url))
+    assert first == again and first[0] is again[0]
+    assert refs(("side", url))[0].pose is aa.Pose.SIDE
+    unknown = refs(("mystery", url))[0]
+    assert unknown.pose == "mystery" and not unknown.pose.is_known
+    assert refs(("front", url))[0].pose is aa.Pose.FRONT
+    for n in range(3 * _convert._SHARED_MAX):
+        got = refs(("front", f"{url}{n}"), ("back", url))
+        assert [(ref.pose, ref.url) for ref in got] == [("front", f"{url}{n}"), ("back", url)]
+    assert len(_convert._shared_refs) <= _convert._SHARED_MAX
+
+
 async def test_without_orjson_an_answer_is_decoded_once(monkeypatch: pytest.MonkeyPatch) -> None:
     """Without orjson the transport's reading is json.loads' already: nothing is kept to
     scan later, so an answer with a long digit run is not decoded a second time."""

@@ -482,11 +482,13 @@ def _sdk_memory(snapshot: tracemalloc.Snapshot) -> int:
 
 
 def _empty_bounded_caches() -> None:
-    """Empty the decode caches shared by every session: they fill with new timestamps up
-    to their bound (256 entries, tested in ``test_hot_path.py``) and then start over, a
-    saw of up to ~40 KB that is not growth but would hide or fake it."""
+    """Empty the decode caches shared by every session: they fill with new timestamps and
+    ref URLs up to their bound (256 entries each, tested in ``test_hot_path.py``) and
+    then start over, a saw of up to ~100 KB that is not growth but would hide or fake
+    it."""
     _convert._shared_times.clear()
     _convert._shared_attributes.clear()
+    _convert._shared_refs.clear()
 
 
 async def test_a_simulated_week_keeps_memory_flat() -> None:
