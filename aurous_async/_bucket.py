@@ -206,7 +206,7 @@ class TokenState:
             if not self.phase_confirmed and sent_at >= self.phase_start:
                 self.phase_confirmed = True
                 self.updated = max(self.phase_start, received_at)
-            if self.tokens > remaining + 1.0 + trip * self.rate:
+            if self.tokens > remaining + (1.0 + trip * self.rate):  # (as _correct adds)
                 self.tokens = float(remaining)
         finally:
             lock.release()

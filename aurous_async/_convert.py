@@ -248,8 +248,10 @@ _STATUSES: dict[Any, CharacterStatus] = CharacterStatus._value2member_map_  # ty
 # immutable, so a shared one differs from a fresh one only by `is`. Making a
 # CharacterAttributes costs more than the rest of a Character's fields together, and
 # the refs most of the rest. A few hundred of each at most: when full, the table starts
-# over.
+# over. Texts longer than a few KiB (only a hostile server sends those) are not kept,
+# so the tables cannot pin much memory whatever the answers hold.
 _SHARED_MAX = 256
+_SHARED_TEXT_MAX = 4096
 _shared_attributes: dict[tuple[str | int | None, ...], CharacterAttributes] = {}
 _shared_times: dict[str, datetime] = {}
 _shared_refs: dict[str, Ref] = {}  # by URL (a signed one names its image and pose)
@@ -265,18 +267,28 @@ def _attributes(data: dict[str, Any]) -> CharacterAttributes:
     values = tuple(map(data.get, _ATTRIBUTE_NAMES))
     made = _shared_attributes.get(values)
     if made is None:
-        if len(_shared_attributes) >= _SHARED_MAX:
-            _shared_attributes.clear()
-        made = _shared_attributes[values] = _new_attributes(*values)
+        made = _new_attributes(*values)
+        if sum(len(value) for value in values if type(value) is str) <= _SHARED_TEXT_MAX:
+            _keep(_shared_attributes, values, made)
     return made
 
 
 def _time(text: str) -> datetime:
     made = _shared_times.get(text)
     if made is None:
-        if len(_shared_times) >= _SHARED_MAX:
-            _shared_times.clear()
-        made = _shared_times[text] = _datetime(text, None)
+        made = _keep(_shared_times, text, _datetime(text, None))
+    return made
+
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+def _keep(table: dict[K, V], key: K, made: V) -> V:
+    """``made``, kept in ``table`` under ``key`` (a full table starts over)."""
+    if len(table) >= _SHARED_MAX:
+        table.clear()
+    table[key] = made
     return made
 
 
@@ -306,9 +318,9 @@ def _structure_character(data: Any, cls: Any, request_id: str | None = None) -> 
         member = _POSES.get(pose) or Pose(pose)
         made = _shared_refs.get(url)
         if made is None or made.pose is not member:
-            if len(_shared_refs) >= _SHARED_MAX:
-                _shared_refs.clear()
-            made = _shared_refs[url] = _new_ref(member, url)
+            made = _new_ref(member, url)
+            if len(url) <= _SHARED_TEXT_MAX:
+                _keep(_shared_refs, url, made)
         parsed_refs.append(made)
     return _new_character(
         character_id, _STATUSES.get(status) or CharacterStatus(status), name,

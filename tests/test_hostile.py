@@ -79,6 +79,34 @@ async def test_an_endless_body_is_cut_off_at_the_cap(hits: list[str]) -> None:
     assert len(hits) == 1
 
 
+@pytest.mark.parametrize("cap", [2048, 300_000])  # read at once; read in several pieces
+async def test_a_body_of_exactly_the_cap_is_read_and_one_byte_more_refused(cap: int) -> None:
+    """A body without Content-Length is counted as it is read: exactly
+    ``max_response_bytes`` is an answer, one byte more is refused, whether it comes in
+    one read or in several (the SDK reads 256 KiB at a time)."""
+    head, tail = b'{"id": "char_1", "status": "ready", "name": "', b'"}'
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        size = int(request.match_info["tail"].rpartition("_")[2])
+        body = head + b"x" * (size - len(head) - len(tail)) + tail
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        for start in range(0, len(body), 64 * 1024):  # so a large one comes in pieces
+            await response.write(body[start:start + 64 * 1024])
+            await asyncio.sleep(0)
+        await response.write_eof()
+        return response
+
+    async with serve_app(_app(handler)) as url, aa.AurousSession(
+        KEY, base_url=url, rate_limits=None, max_response_bytes=cap
+    ) as s:
+        assert (await s.characters.get(f"char_{cap}")).id == "char_1"
+        with pytest.raises(aa.MalformedResponseError) as info:
+            await s.characters.get(f"char_{cap + 1}")
+    assert info.value.code == "response_too_large"
+
+
 async def test_the_cap_is_settable_and_validated() -> None:
     async def handler(request: web.Request) -> web.Response:
         return web.Response(body=b'{"id": "char_1", "status": "ready", "name": "' + b"x" * 4000

@@ -335,6 +335,20 @@ def test_repeated_refs_are_made_once_and_never_mixed_up() -> None:
         got = refs(("front", f"{url}{n}"), ("back", url))
         assert [(ref.pose, ref.url) for ref in got] == [("front", f"{url}{n}"), ("back", url)]
     assert len(_convert._shared_refs) <= _convert._SHARED_MAX
+    huge = url + "a" * _convert._SHARED_TEXT_MAX  # a hostile server's: read, not kept
+    assert refs(("front", huge))[0].url == huge and huge not in _convert._shared_refs
+
+
+def test_huge_attribute_texts_are_read_but_not_kept() -> None:
+    """A hostile server's megabyte texts would stay pinned in the shared tables (256
+    entries each): they are decoded as always, and kept by nobody but the caller."""
+    from aurous_async import _convert
+
+    text = "x" * (_convert._SHARED_TEXT_MAX + 1)
+    data = {"id": "c", "status": "ready", "attributes": {"additional_details": text}}
+    got = ApiResponse(status=200, data=data, headers={}, request_id=None).into(aa.Character)
+    assert got.attributes is not None and got.attributes.additional_details == text
+    assert all(text not in values for values in _convert._shared_attributes)
 
 
 async def test_without_orjson_an_answer_is_decoded_once(monkeypatch: pytest.MonkeyPatch) -> None:

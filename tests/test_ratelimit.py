@@ -511,6 +511,16 @@ _GOT = ("answer", 200, "11", None, None, None, "at the last take", True)  # one 
 # ... and so does the late answer of that burst's first call.
 @example(steps=[("take",), _GOT, ("advance", 20.0), ("take",), ("advance", 130.0), _GOT],
          phase_sync=True, limit=aa.RateLimit(6, 60.0, 12))
+# Boundaries (found by review): a lease of exactly 120 s; a count exactly at the blur; a
+# refill that lands a hair under a whole token.
+@example(steps=[("take",), _GOT, ("advance", 5.0), ("take",), ("advance", 120.0), ("take",)],
+         phase_sync=True, limit=aa.RateLimit(1, 1.0, 1))
+@example(steps=[("take",), ("answer", 200, "12", None, None, None, 0.0, True),
+                ("answer", 200, "10", None, None, None, 0.0, True)],
+         phase_sync=True, limit=aa.RateLimit(6, 60.0, 12))
+@example(steps=[("take",)] * 12 + [step for wait in (0.3, 0.1, 0.3, 0.3, 0.1, 0.3)
+                                   for step in (("advance", wait), ("take",))],
+         phase_sync=False, limit=aa.RateLimit(1, 1.0, 12))
 # A count past 2**53 is no count (float() says so): the Reset beside it is read instead.
 @example(steps=[("take",), _GOT, ("advance", 1.0),
                 ("answer", 200, "9" * 16, None, 100, None, 0.5, True)],
@@ -552,3 +562,22 @@ def test_the_written_out_paths_count_as_the_plain_ones(
         assert results[:1] == results[1:], step
         a, b = fast._state(SYNTH), plain._state(SYNTH)
         assert [getattr(a, f) for f in _STATE_FIELDS] == [getattr(b, f) for f in _STATE_FIELDS], step
+
+
+def test_a_count_at_the_edge_of_the_blur_is_read_as_the_plain_code_reads_it() -> None:
+    """Floating-point sums depend on their order: the written-out correction adds the
+    blur as _correct does (found by review: for a round trip of 1 - 6e-16 s, 4 + 1 + t
+    and 4 + (1 + t) fall on either side of a full bucket's 6 tokens)."""
+    tokens = []
+    for kind in (aa.InMemoryRateLimiter, _PlainLimiter):
+        clock = FakeClock()
+        lim = kind(aa.RateLimits(characters_synthesize=aa.RateLimit(1, 1.0, 6)), clock=clock)
+        now = clock.monotonic()
+        assert lim.try_acquire(SYNTH)  # the cold probe, and its answer
+        lim.observe_answer(SYNTH, 200, CIMultiDictProxy(CIMultiDict(
+            {"X-RateLimit-Remaining": "5"})), clock, now, now)
+        clock._now += 100.0  # full again
+        lim.observe_answer(SYNTH, 200, CIMultiDictProxy(CIMultiDict(
+            {"X-RateLimit-Remaining": "4"})), clock, 0.0, 0.9999999999999994)
+        tokens.append(lim.tokens(SYNTH))
+    assert tokens == [6.0, 6.0]
