@@ -159,10 +159,15 @@ class TokenState:
                 reset: float | None, retry_after: float | None, limited: bool,
                 sent_at: float | None, received_at: float | None) -> None:
         """Fold one answer (or one attempt that went out unanswered) into the count."""
-        with self.lock:
+        lock = self.lock
+        lock.acquire()  # (not ``with``: see take_if_free)
+        try:
             self._refill(now)
+            trip = 0.0  # the attempt's round trip, when it went out and an answer came
             if sent_at is not None and received_at is not None:
-                self.lag = max(self.lag * 0.98, received_at - sent_at)
+                trip = received_at - sent_at
+                lag = self.lag * 0.98
+                self.lag = trip if trip > lag else lag
                 if not self.phase_confirmed and sent_at >= self.phase_start:
                     # The first request of this phase reached the server no later than
                     # this attempt ended: the server's refill clock runs by now.
@@ -179,59 +184,27 @@ class TokenState:
             elif heard and remaining is not None:
                 # The cold-start answer: the server's count is the count.
                 self.tokens = min(self.tokens, float(remaining))
-            else:
-                self._correct(wall_now, remaining, reset, sent_at, received_at)
-        if self.waiting:  # (wake_all checks too; this spares the call after most answers)
-            self.wake_all()
-
-    def observe_count(self, now: float, remaining: int, sent_at: float,
-                      received_at: float) -> None:
-        """:meth:`observe` of an answer that is no 429 and gives ``remaining``, to an
-        attempt of a bucket that is not cold (nearly every answer), written out: the same
-        steps in the same order, as every call of every session pays for this path."""
-        lock = self.lock
-        lock.acquire()  # (not ``with``: see take_if_free)
-        try:
-            if self.phase_confirmed:  # _refill, as in take_if_free
-                updated = self.updated
-                if now > updated:
-                    tokens = self.tokens + (now - updated) * self.rate
-                    self.tokens = tokens if tokens < self.capacity else self.capacity
-                    self.updated = now
-            elif now - self.phase_start >= PROBE_LEASE:
-                self._refill(now)
-            trip = received_at - sent_at
-            lag = self.lag * 0.98
-            self.lag = trip if trip > lag else lag
-            if not self.phase_confirmed and sent_at >= self.phase_start:
-                self.phase_confirmed = True
-                self.updated = max(self.phase_start, received_at)
-            if self.tokens > remaining + (1.0 + trip * self.rate):  # (as _correct adds)
-                self.tokens = float(remaining)
+            elif remaining is not None or reset is not None:
+                # The server's count is the truth about the team's bucket, but a blurred
+                # one: Remaining is rounded down, and the bucket has refilled since the
+                # request arrived (up to a round trip ago). Only a count lower than that
+                # blur can explain means someone else (another process, a script) spent
+                # tokens.
+                blur = 1.0 + trip * self.rate
+                if remaining is not None:
+                    seen = float(remaining)
+                else:
+                    assert reset is not None
+                    # Reset is the Unix time the bucket is full again, rounded up to a
+                    # second.
+                    seen = max(0.0, self.capacity - max(0.0, reset - wall_now) * self.rate)
+                    blur += self.rate
+                if self.tokens > seen + blur:
+                    self.tokens = seen
         finally:
             lock.release()
-        if self.waiting:
+        if self.waiting:  # (wake_all checks too; this spares the call after most answers)
             self.wake_all()
-
-    def _correct(self, wall_now: float, remaining: int | None, reset: float | None,
-                 sent_at: float | None, received_at: float | None) -> None:
-        # The server's count is the truth about the team's bucket, but a blurred one:
-        # Remaining is rounded down, and the bucket has refilled since the request
-        # arrived (up to a round trip ago). Only a count lower than that blur can
-        # explain means someone else (another process, a script) spent tokens.
-        trip = (received_at - sent_at) if sent_at is not None and received_at is not None \
-            else 0.0
-        blur = 1.0 + trip * self.rate
-        seen: float | None = None
-        if remaining is not None:
-            seen = float(remaining)
-        elif reset is not None:
-            # Reset is the Unix time the bucket is full again, rounded up to a second.
-            until_full = max(0.0, reset - wall_now)
-            seen = max(0.0, self.capacity - until_full * self.rate)
-            blur += self.rate
-        if seen is not None and self.tokens > seen + blur:
-            self.tokens = seen
 
     def release(self, now: float) -> None:
         """Give back a token whose request never went out."""

@@ -129,11 +129,9 @@ _new_feedback = constructor(RateLimitFeedback)
 AnswerValues = tuple[int | None, float | None, float | None, bool]
 
 
-def answer_values(status: int, headers: Mapping[str, str], clock: Clock, *,
-                  reset_without_remaining: bool = False) -> AnswerValues:
+def answer_values(status: int, headers: Mapping[str, str], clock: Clock) -> AnswerValues:
     """What one attempt's answer says about its bucket (``status`` 0 and no headers
-    when none came); ``clock`` reads an HTTP-date ``Retry-After``.
-    ``reset_without_remaining`` reads ``Reset`` only when ``Remaining`` is missing."""
+    when none came); ``clock`` reads an HTTP-date ``Retry-After``."""
     limited = status == 429
     retry_after = None
     if limited or _RETRY_AFTER in headers:
@@ -141,8 +139,6 @@ def answer_values(status: int, headers: Mapping[str, str], clock: Clock, *,
     remaining = _header_number(headers, _REMAINING)
     if remaining is not None:  # a count: whole, and exact as a float
         remaining = int(remaining) if remaining < 2**53 else None
-    if reset_without_remaining and remaining is not None:
-        return remaining, None, retry_after, limited
     return remaining, _header_number(headers, _RESET), retry_after, limited
 
 
@@ -300,14 +296,12 @@ class InMemoryRateLimiter:
         """:meth:`observe` straight from an attempt's answer, without a
         :class:`RateLimitFeedback` made for it (the session calls this once per attempt):
         ``status``, ``headers`` and ``clock`` as :func:`answer_values` takes them."""
-        state = self._states.get(bucket) or self._state(bucket)
-        if (status != 429 and sent_at is not None and received_at is not None
-                and not state.cold):
-            # Nearly every answer: a plain count, and nothing else in it matters to a
-            # warm bucket (Retry-After only counts with a 429, Reset only without a
-            # count). In under 16 characters int() reads the whole numbers float()
-            # does, and the same value (below 2**53, so exact); anything else (a
-            # negative count, "5.0", a stray control character) takes the long way.
+        if status != 429:
+            # Nearly every answer: a plain count, and nothing else in it counts (Retry-After
+            # only with a 429, Reset only without a count). In under 16 characters int()
+            # reads the whole numbers float() does, and the same value (below 2**53, so
+            # exact); anything else (a negative count, "5.0", a stray control character)
+            # takes the long way. The wall clock serves only Reset: not read.
             raw = headers.get(_X_REMAINING) or headers.get(_REMAINING_PLAIN)
             if raw is not None and len(raw) < 16:
                 try:
@@ -315,14 +309,12 @@ class InMemoryRateLimiter:
                 except ValueError:
                     count = -1
                 if count >= 0:
-                    state.observe_count(self._monotonic(), count, sent_at, received_at)
+                    state = self._states.get(bucket) or self._state(bucket)
+                    state.observe(self._monotonic(), 0.0, count, None, None, False,
+                                  sent_at, received_at)
                     return
-        # Our count reads Reset only where Remaining is missing, so it is not parsed
-        # (nor the wall clock read) for the rest.
-        remaining, reset, retry_after, limited = answer_values(
-            status, headers, clock, reset_without_remaining=True)
-        state.observe(self._monotonic(), 0.0 if reset is None else self._time(), remaining,
-                      reset, retry_after, limited, sent_at, received_at)
+        self.observe(bucket, answer_feedback(answer_values(status, headers, clock),
+                                             sent_at, received_at))
 
     def release(self, bucket: str) -> None:
         """Give back a token whose request never went out."""

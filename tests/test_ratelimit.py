@@ -297,6 +297,16 @@ async def test_an_answer_with_only_reset_lowers_a_sessions_count(clock: FakeCloc
     assert 118 <= lim.tokens("characters_get") <= 120
 
 
+def test_a_reset_rounded_up_to_the_second_is_not_taken_for_spending(clock: FakeClock) -> None:
+    """Reset is a whole second, rounded up: a full bucket whose answer says "full again
+    in a second" has spent nothing (the blur allows that second's refill, 2 tokens)."""
+    lim = aa.InMemoryRateLimiter(clock=clock, phase_sync=False)
+    headers = CIMultiDictProxy(CIMultiDict({"X-RateLimit-Reset": str(int(clock.time()) + 1)}))
+    now = clock.monotonic()
+    lim.observe_answer("characters_get", 200, headers, clock, now, now)
+    assert lim.tokens("characters_get") == 240
+
+
 async def test_429_from_the_server_empties_and_the_retry_goes_after_the_wait(auto_clock: FakeClock) -> None:
     async with FakeAurousServer(clock=auto_clock) as fake:
         lim = aa.InMemoryRateLimiter(clock=auto_clock)
@@ -443,9 +453,10 @@ async def test_a_burst_whose_answer_never_comes_does_not_freeze_the_refill(
     assert waiter.done() and waiter.exception() is None
 
 
-# -- the written-out paths against the plain ones ---------------------------------------
-# take_if_free and observe_answer do the common case by hand (every request of every
-# session pays for it); these sequences hold them to the plain code they stand for.
+# -- the short paths against the plain ones --------------------------------------------
+# take_if_free writes out _refill and _try_take, and observe_answer reads a plain count by
+# hand (every request of every session pays for both); these sequences hold them to the
+# plain code they stand for.
 
 
 class _PlainLimiter(aa.InMemoryRateLimiter):
@@ -525,7 +536,7 @@ _GOT = ("answer", 200, "11", None, None, None, "at the last take", True)  # one 
 @example(steps=[("take",), _GOT, ("advance", 1.0),
                 ("answer", 200, "9" * 16, None, 100, None, 0.5, True)],
          phase_sync=True, limit=aa.RateLimit(6, 60.0, 12))
-def test_the_written_out_paths_count_as_the_plain_ones(
+def test_the_short_paths_count_as_the_plain_ones(
         steps: list[tuple[Any, ...]], phase_sync: bool, limit: aa.RateLimit) -> None:
     clocks = (FakeClock(), FakeClock())
     fast = aa.InMemoryRateLimiter(aa.RateLimits(characters_synthesize=limit),
@@ -565,9 +576,10 @@ def test_the_written_out_paths_count_as_the_plain_ones(
 
 
 def test_a_count_at_the_edge_of_the_blur_is_read_as_the_plain_code_reads_it() -> None:
-    """Floating-point sums depend on their order: the written-out correction adds the
-    blur as _correct does (found by review: for a round trip of 1 - 6e-16 s, 4 + 1 + t
-    and 4 + (1 + t) fall on either side of a full bucket's 6 tokens)."""
+    """Floating-point sums depend on their order: a count read on the short path is
+    corrected as the plain path corrects it (found by review: for a round trip of
+    1 - 6e-16 s, 4 + 1 + t and 4 + (1 + t) fall on either side of a full bucket's 6
+    tokens)."""
     tokens = []
     for kind in (aa.InMemoryRateLimiter, _PlainLimiter):
         clock = FakeClock()
