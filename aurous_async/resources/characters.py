@@ -39,7 +39,8 @@ _CLOCK_SKEW = 5.0
 
 
 def _get_call(character_id: str, headers: Mapping[str, str] | None = None) -> ApiCall:
-    """``GET /v1/characters/{id}``: what ``characters.get`` and the poll scheduler send."""
+    """``GET /v1/characters/{id}``: what ``characters.get``, the poll scheduler and the
+    check of a paid call still in flight send."""
     return ApiCall(method="GET", path=f"/v1/characters/{path_id(character_id)}",
                    bucket="characters_get", headers=headers)
 
@@ -259,10 +260,7 @@ class Characters(CharacterFlows):
         transport, since = self._transport, self._parts.clock.time() - _CLOCK_SKEW
 
         async def confirm() -> ApiResponse | None:
-            response = await transport.request(ApiCall(
-                method="GET", path=f"/v1/characters/{path_id(character_id)}",
-                bucket="characters_get",
-            ))
+            response = await transport.request(_get_call(character_id))
             character = response.into(Character)
             changed = character.updated_at is not None and character.updated_at.timestamp() >= since
             return response if character.status == "synthesizing" and changed else None
